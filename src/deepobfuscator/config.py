@@ -1,0 +1,254 @@
+"""Typed run configuration, presets and `key=value` overrides.
+
+A :class:`RunConfig` is the single resolved description of a run; it is written to the run
+directory as ``config.yaml`` and read back by every later command.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or override is invalid."""
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, which attributes, which images, at which size."""
+
+    dataset: str = "celeba"
+    root: str | None = None  # None: the embedded synthetic face set
+    task: list[str] = field(default_factory=lambda: ["Smiling"])
+    private: list[str] = field(default_factory=lambda: ["Male"])
+    image_size: list[int] = field(default_factory=lambda: [64, 64])  # [height, width]
+    split_seed: int = 0
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    max_images: int | None = None  # use only the first N images of the dataset (for quick runs)
+    cache_dir: str | None = None  # None: $DEEPOBF_CACHE or ~/.cache/deepobfuscator
+
+
+@dataclass
+class ModelConfig:
+    """Architectures of the four modules."""
+
+    width: float = 0.25  # channel multiplier of the VGG16 family (1.0 = paper)
+    fc_width: int | None = None  # None: 4096 * width
+    batch_norm: bool = True
+    dropout: float = 0.5
+    adversary_classifier: str = "vgg"  # registry name; "vgg" = same as C
+    reconstructor: str = "mirror"
+
+
+@dataclass
+class MSSSIMConfig:
+    """MS-SSIM settings; ``auto`` picks window and scales that fit the image size."""
+
+    win_size: int | None = None
+    levels: int | None = None
+    win_sigma: float = 1.5
+    data_range: float = 1.0
+    k1: float = 0.01
+    k2: float = 0.03
+    weights: list[float] | None = None
+    loss_mapping: str = "shifted"  # how SSIM terms in [-1, 1] are made positive inside the loss
+
+
+@dataclass
+class PrivacyConfig:
+    """The adversarial objective (paper section 3.4)."""
+
+    defend: str = "both"  # both | reconstruction | attributes | none
+    lambda1: float = 1.0  # weight of -L(AC)
+    lambda2: float = 1.0  # weight of L(AR2) - L(AR1)
+    attribute_objective: str = "negative_bce"  # negative_bce (paper) | entropy
+    reconstruction_loss: str = "msssim"  # msssim (paper) | mse (PAN)
+    noise_seed: int = 1234
+    noise_std: float = 0.25  # std of the fixed Gaussian noise image around 0.5, in [0, 1] units
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule (Algorithm 1)."""
+
+    seed: int = 0
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    lr: float = 1e-3
+    lr_attacker: float = 1e-3
+    weight_decay: float = 0.0
+    epochs_pretrain: int = 3
+    epochs_attacker: int = 2
+    epochs_adversarial: int = 4
+    checkpoint_every: int = 50  # steps; a checkpoint is also written at every epoch end
+    max_val_images: int | None = None
+    threads: int | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run."""
+
+    name: str = "run"
+    method: str = "deepobfuscator"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    msssim: MSSSIMConfig = field(default_factory=MSSSIMConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML-safe)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+        """Build from a nested dict, rejecting unknown keys with a suggestion."""
+        return _from_dict(cls, raw, "")
+
+
+def _from_dict(cls: type, raw: dict[str, Any], where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            hint = difflib.get_close_matches(key, list(fields), n=1)
+            raise ConfigError(
+                f"unknown config key '{where}{key}'" + (f"; did you mean '{where}{hint[0]}'?" if hint else "")
+            )
+        sub = _SECTIONS.get(key) if cls is RunConfig else None
+        kwargs[key] = _from_dict(sub, value, f"{key}.") if sub else value
+    return cls(**kwargs)
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "msssim": MSSSIMConfig,
+    "privacy": PrivacyConfig,
+    "train": TrainConfig,
+}
+
+
+def _preset_demo() -> RunConfig:
+    cfg = RunConfig(name="demo")
+    cfg.data.image_size = [64, 64]
+    cfg.data.max_images = 3000
+    cfg.model.width = 0.125
+    cfg.train.batch_size = 64
+    cfg.train.epochs_pretrain = 2
+    cfg.train.epochs_attacker = 1
+    cfg.train.epochs_adversarial = 2
+    return cfg
+
+
+def _preset_celeba_cpu() -> RunConfig:
+    cfg = RunConfig(name="celeba-cpu")
+    cfg.data.image_size = [64, 64]
+    cfg.model.width = 0.25
+    cfg.train.batch_size = 64
+    cfg.train.epochs_pretrain = 4
+    cfg.train.epochs_attacker = 2
+    cfg.train.epochs_adversarial = 6
+    return cfg
+
+
+def _preset_celeba_paper() -> RunConfig:
+    cfg = RunConfig(name="celeba-paper")
+    cfg.data.image_size = [218, 178]
+    cfg.model.width = 1.0
+    cfg.train.batch_size = 64
+    cfg.train.lr = 1e-4
+    cfg.train.lr_attacker = 1e-4
+    cfg.train.epochs_pretrain = 10
+    cfg.train.epochs_attacker = 5
+    cfg.train.epochs_adversarial = 20
+    cfg.train.checkpoint_every = 500
+    cfg.train.device = "auto"
+    return cfg
+
+
+def _preset_tiny() -> RunConfig:
+    """A seconds-long configuration for tests."""
+    cfg = RunConfig(name="tiny")
+    cfg.data.image_size = [32, 32]
+    cfg.data.max_images = 96
+    cfg.model.width = 0.0625
+    cfg.model.fc_width = 32
+    cfg.train.batch_size = 16
+    cfg.train.eval_batch_size = 32
+    cfg.train.epochs_pretrain = 1
+    cfg.train.epochs_attacker = 1
+    cfg.train.epochs_adversarial = 1
+    cfg.train.checkpoint_every = 2
+    cfg.train.threads = 1
+    return cfg
+
+
+PRESETS = {
+    "demo": _preset_demo,
+    "celeba-cpu": _preset_celeba_cpu,
+    "celeba-paper": _preset_celeba_paper,
+    "tiny": _preset_tiny,
+}
+
+
+def register_preset(name: str, factory: Any) -> None:
+    """Add a preset (used by dataset modules for their own presets)."""
+    PRESETS[name] = factory
+
+
+def preset(name: str) -> RunConfig:
+    """The named preset as a fresh config."""
+    if name not in PRESETS:
+        hint = difflib.get_close_matches(name, list(PRESETS), n=1)
+        raise ConfigError(
+            f"unknown preset '{name}' (known: {', '.join(sorted(PRESETS))})"
+            + (f"; did you mean '{hint[0]}'?" if hint else "")
+        )
+    return PRESETS[name]()
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) and return a new config."""
+    raw = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            if part not in node or not isinstance(node[part], dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a config section")
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(value)
+    return RunConfig.from_dict(raw)
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read a ``config.yaml`` written by :func:`save_config`."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return RunConfig.from_dict(raw or {})
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from .utils import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))

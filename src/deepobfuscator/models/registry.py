@@ -1,0 +1,64 @@
+"""Build modules by name so configs and `--attackers` look them up instead of growing if-chains."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from .reconstructors import MirrorReconstructor
+from .vgg import Obfuscator, VGGClassifier
+
+# name -> factory(in_channels, feature_hw, num_outputs, width, fc_width, batch_norm, dropout)
+CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {}
+# name -> factory(in_channels, feature_hw, image_size, width, batch_norm)
+RECONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_classifier(name: str) -> Callable:
+    """Decorator adding a feature-classifier factory."""
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        CLASSIFIERS[name] = fn
+        return fn
+    return deco
+
+
+def register_reconstructor(name: str) -> Callable:
+    """Decorator adding a feature-to-image reconstructor factory."""
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        RECONSTRUCTORS[name] = fn
+        return fn
+    return deco
+
+
+@register_classifier("vgg")
+def _vgg(in_channels: int, feature_hw: tuple[int, int], num_outputs: int, width: float = 1.0,
+         fc_width: int | None = None, batch_norm: bool = True, dropout: float = 0.5) -> nn.Module:
+    return VGGClassifier(in_channels, feature_hw, num_outputs, width, fc_width, batch_norm, dropout)
+
+
+@register_reconstructor("mirror")
+def _mirror(in_channels: int, feature_hw: tuple[int, int], image_size: tuple[int, int], width: float = 1.0,
+            batch_norm: bool = True) -> nn.Module:
+    return MirrorReconstructor(in_channels, image_size, width, batch_norm)
+
+
+def _lookup(table: dict, name: str, kind: str) -> Callable[..., nn.Module]:
+    if name not in table:
+        raise KeyError(f"unknown {kind} '{name}' (known: {', '.join(sorted(table))})")
+    return table[name]
+
+
+def build_classifier(name: str, in_channels: int, feature_hw: tuple[int, int], num_outputs: int, **kw) -> nn.Module:
+    """A registered feature classifier."""
+    return _lookup(CLASSIFIERS, name, "classifier")(in_channels, feature_hw, num_outputs, **kw)
+
+
+def build_reconstructor(name: str, in_channels: int, feature_hw: tuple[int, int], image_size: tuple[int, int],
+                        **kw) -> nn.Module:
+    """A registered reconstructor."""
+    return _lookup(RECONSTRUCTORS, name, "reconstructor")(in_channels, feature_hw, image_size, **kw)
+
+
+def build_obfuscator(width: float, batch_norm: bool = True) -> Obfuscator:
+    """The VGG16-front obfuscator O."""
+    return Obfuscator(width, batch_norm)

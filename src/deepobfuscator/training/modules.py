@@ -1,0 +1,63 @@
+"""The four modules of a run (O, C, AR, AC), built from a config and the selected attributes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import RunConfig
+from ..data.index import AttributeSpec
+from ..models import build_classifier, build_obfuscator, build_reconstructor
+
+MODULE_NAMES = ("obfuscator", "classifier", "reconstructor", "adversary")
+
+
+@dataclass
+class Modules:
+    """O (obfuscator), C (classifier), AR (reconstructor), AC (adversary classifier)."""
+
+    obfuscator: nn.Module
+    classifier: nn.Module
+    reconstructor: nn.Module
+    adversary: nn.Module
+
+    def items(self) -> list[tuple[str, nn.Module]]:
+        """(name, module) pairs in a fixed order."""
+        return [(n, getattr(self, n)) for n in MODULE_NAMES]
+
+    def to(self, device: str) -> "Modules":
+        """Move every module to ``device``."""
+        for _, m in self.items():
+            m.to(device)
+        return self
+
+    def set_trainable(self, *names: str) -> None:
+        """Train mode + gradients for ``names``; eval mode and no parameter gradients for the rest."""
+        for name, module in self.items():
+            on = name in names
+            module.train(on)
+            module.requires_grad_(on)
+
+
+def feature_shape(cfg: RunConfig) -> tuple[int, int, int]:
+    """O's output shape (C, h, w) for the configured width and input size."""
+    obf = build_obfuscator(cfg.model.width, cfg.model.batch_norm)
+    h, w = obf.feature_hw(tuple(cfg.data.image_size))
+    return obf.out_channels, h, w
+
+
+def build_modules(cfg: RunConfig, task_specs: list[AttributeSpec], private_specs: list[AttributeSpec],
+                  seed: int | None = None) -> Modules:
+    """Fresh modules; initialisation is seeded from ``cfg.train.seed`` unless ``seed`` is given."""
+    torch.manual_seed(cfg.train.seed if seed is None else seed)
+    m = cfg.model
+    size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
+    obf = build_obfuscator(m.width, m.batch_norm)
+    ch, hw = obf.out_channels, obf.feature_hw(size)
+    common = dict(width=m.width, fc_width=m.fc_width, batch_norm=m.batch_norm, dropout=m.dropout)
+    clf = build_classifier("vgg", ch, hw, sum(s.num_outputs for s in task_specs), **common)
+    n_priv = max(1, sum(s.num_outputs for s in private_specs))
+    adv = build_classifier(m.adversary_classifier, ch, hw, n_priv, **common)
+    rec = build_reconstructor(m.reconstructor, ch, hw, size, width=m.width, batch_norm=m.batch_norm)
+    return Modules(obf, clf, rec, adv)
