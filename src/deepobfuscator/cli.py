@@ -50,6 +50,8 @@ def build_config(args: argparse.Namespace, method: str = "deepobfuscator") -> An
         cfg.train.seed = args.seed
     if getattr(args, "defend", None):
         cfg.privacy.defend = args.defend
+    if getattr(args, "device", None):
+        cfg.train.device = args.device
     cfg = apply_overrides(cfg, args.overrides)
     cfg.name = Path(args.out).name if args.out else f"{args.preset}-{method}"
     return cfg
@@ -96,6 +98,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     if index.identities is not None:
         print(f"  identities: {len(set(index.identities.tolist()))}")
     print(f"  official partition: {'yes' if index.partition is not None else 'no (a seeded split will be made)'}")
+    for note in index.notes:
+        print(f"  note: {note}")
     return 0
 
 
@@ -109,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(p)
     p.add_argument("--defend", choices=["both", "reconstruction", "attributes", "none"],
                    help="which attacks to defend against (paper section 4.2 ablations)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (cuda if available); under torchrun use cuda or auto "
+                        "(each process takes GPU LOCAL_RANK)")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("data", help="dataset utilities")
@@ -154,7 +160,13 @@ def _load_registrars() -> None:
 
 
 # Modules that define `register_cli(subparsers)`; each keeps its parse->call->print wrapper small.
-CLI_MODULES: list[str] = []
+CLI_MODULES: list[str] = [
+    "deepobfuscator.deploy.command",
+]
+
+CLI_MODULES.append("deepobfuscator.text.command")
+CLI_MODULES += ["deepobfuscator.baselines.command", "deepobfuscator.report.command"]
+CLI_MODULES.append("deepobfuscator.attacks.command")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .runs import RunError
+    from .training.distributed import command_scope
 
     try:
-        return int(args.handler(args) or 0)
+        with command_scope(args.command) as active:  # under torchrun: data-parallel or rank 0 only
+            return int(args.handler(args) or 0) if active else 0
     except (ConfigError, DataError, RunError, FileNotFoundError, KeyError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"deepobf {args.command}: error: {message}", file=sys.stderr)

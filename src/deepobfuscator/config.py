@@ -32,6 +32,17 @@ class DataConfig:
     max_images: int | None = None  # use only the first N images of the dataset (for quick runs)
     cache_dir: str | None = None  # None: $DEEPOBF_CACHE or ~/.cache/deepobfuscator
 
+    def __post_init__(self) -> None:
+        # `--set data.task=Smiling` parses as a string, not a list: read it as comma-separated names
+        for name in ("task", "private"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [v.strip() for v in value.split(",") if v.strip()])
+            elif value is None:
+                setattr(self, name, [])
+        if isinstance(self.image_size, int):
+            self.image_size = [self.image_size, self.image_size]
+
 
 @dataclass
 class ModelConfig:
@@ -70,6 +81,7 @@ class PrivacyConfig:
     reconstruction_loss: str = "msssim"  # msssim (paper) | mse (PAN)
     noise_seed: int = 1234
     noise_std: float = 0.25  # std of the fixed Gaussian noise image around 0.5, in [0, 1] units
+    attacker_steps: int = 1  # attacker batches (phase 2) per cycle; >1 lets AR/AC keep up with O
 
 
 @dataclass
@@ -89,6 +101,8 @@ class TrainConfig:
     max_val_images: int | None = None
     threads: int | None = None
     device: str = "cpu"
+    amp: str = "none"  # none | bf16: autocast of module forwards (losses stay float32)
+    channels_last: bool = False  # NHWC memory format for the convolutions (faster on recent GPUs)
 
 
 @dataclass
@@ -195,11 +209,27 @@ def _preset_tiny() -> RunConfig:
     return cfg
 
 
+def _preset_statefarm_cpu() -> RunConfig:
+    """State Farm (pass --data ROOT): 10-way behaviour intended, 26-way driver private, 48x64 (4:3 kept)."""
+    cfg = RunConfig(name="statefarm-cpu")
+    cfg.data.dataset = "statefarm"
+    cfg.data.task = ["behaviour"]
+    cfg.data.private = ["driver"]
+    cfg.data.image_size = [48, 64]
+    cfg.model.width = 0.25
+    cfg.train.batch_size = 64
+    cfg.train.epochs_pretrain = 6
+    cfg.train.epochs_attacker = 3
+    cfg.train.epochs_adversarial = 6
+    return cfg
+
+
 PRESETS = {
     "demo": _preset_demo,
     "celeba-cpu": _preset_celeba_cpu,
     "celeba-paper": _preset_celeba_paper,
     "tiny": _preset_tiny,
+    "statefarm-cpu": _preset_statefarm_cpu,
 }
 
 

@@ -1,11 +1,12 @@
 """Losses of the paper (Eqs. 1, 3, 6, 8) and the fixed noise image.
 
-MS-SSIM is built on `pytorch_msssim`'s SSIM core (Gaussian window, per-scale SSIM and
-contrast-structure terms); this module only chooses window/scales for the image size and combines
-the scales. The *metric* combines them as the library does (negative terms clipped to 0). The
-*loss* maps each term from [-1, 1] to [0, 1] with ``(x + 1) / 2`` (floored at 1e-6) before the
-weighted product, so its gradient stays finite and non-zero even for anti-correlated images, where
-the clipped form has a zero (or NaN) gradient and a defender's loss would stall.
+MS-SSIM is built on `pytorch_msssim` (its Gaussian window and filter; the per-scale SSIM and
+contrast-structure terms follow its ``_ssim`` formula, computed once per image for several targets);
+this module chooses window/scales for the image size and combines the scales. The *metric*
+combines them as the library does (negative terms clipped to 0). The *loss* maps each term from
+[-1, 1] to [0, 1] with ``(x + 1) / 2`` (floored at 1e-6) before the weighted product, so its
+gradient stays finite and non-zero even for anti-correlated images, where the clipped form has a
+zero (or NaN) gradient and a defender's loss would stall.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
+from pytorch_msssim.ssim import _fspecial_gauss_1d, gaussian_filter
 
 from .config import MSSSIMConfig
 from .data.index import AttributeSpec
@@ -39,7 +40,8 @@ class MSSSIMSettings:
 
     def as_dict(self) -> dict:
         """Plain dict for JSON/YAML."""
-        return {"implementation": "pytorch_msssim._ssim core + deepobfuscator scale combination",
+        return {"implementation": "pytorch_msssim window and filter, SSIM terms as pytorch_msssim._ssim, "
+                                  "deepobfuscator scale combination",
                 "win_size": self.win_size, "levels": self.levels, "win_sigma": self.win_sigma,
                 "weights": list(self.weights), "data_range": self.data_range, "k1": self.k1, "k2": self.k2,
                 "loss_mapping": self.loss_mapping}
@@ -48,16 +50,22 @@ class MSSSIMSettings:
 def resolve_msssim(cfg: MSSSIMConfig, image_size: tuple[int, int] | list[int]) -> MSSSIMSettings:
     """Fill in window size, scales and weights that fit ``image_size``; reject settings that do not."""
     short = min(image_size)
-    if cfg.win_size is None or cfg.levels is None:
-        for win, levels in _CANDIDATES:
-            if (cfg.win_size in (None, win)) and (cfg.levels in (None, levels)) and short > (win - 1) * 2 ** (levels - 1):
-                break
-        else:
-            raise ValueError(f"no MS-SSIM window/scale setting fits images of short side {short} px")
+    if cfg.win_size is not None and (cfg.win_size < 3 or cfg.win_size % 2 == 0):
+        raise ValueError(f"msssim.win_size must be an odd number >= 3, got {cfg.win_size}")
+    if cfg.levels is not None and cfg.levels < 1:
+        raise ValueError(f"msssim.levels must be at least 1, got {cfg.levels}")
+    if cfg.win_size is None and cfg.levels is None:
+        pairs: tuple[tuple[int, int], ...] = _CANDIDATES
+    elif cfg.win_size is None:  # levels fixed: the largest window that fits
+        pairs = tuple((w, cfg.levels) for w in (11, 9, 7, 5, 3))
+    elif cfg.levels is None:  # window fixed: the most scales that fit
+        pairs = tuple((cfg.win_size, n) for n in (5, 4, 3, 2, 1))
     else:
-        win, levels = cfg.win_size, cfg.levels
-    if win % 2 == 0:
-        raise ValueError(f"msssim.win_size must be odd, got {win}")
+        pairs = ((cfg.win_size, cfg.levels),)
+    fits = [p for p in pairs if short > (p[0] - 1) * 2 ** (p[1] - 1)]
+    if not fits and cfg.win_size is None and cfg.levels is None:
+        raise ValueError(f"no MS-SSIM window/scale setting fits images of short side {short} px")
+    win, levels = fits[0] if fits else pairs[-1]  # no fit: the check below names the limit
     if short <= (win - 1) * 2 ** (levels - 1):
         raise ValueError(
             f"MS-SSIM with window {win} and {levels} scales needs images whose short side exceeds "
@@ -67,6 +75,8 @@ def resolve_msssim(cfg: MSSSIMConfig, image_size: tuple[int, int] | list[int]) -
         if len(cfg.weights) != levels:
             raise ValueError(f"msssim.weights has {len(cfg.weights)} entries for {levels} scales")
         weights = tuple(float(w) for w in cfg.weights)
+    elif levels == len(DEFAULT_WEIGHTS):  # the standard 5 scales: exactly pytorch_msssim's weights
+        weights = DEFAULT_WEIGHTS
     else:
         raw = DEFAULT_WEIGHTS[:levels]
         weights = tuple(w / sum(raw) for w in raw)
@@ -75,39 +85,86 @@ def resolve_msssim(cfg: MSSSIMConfig, image_size: tuple[int, int] | list[int]) -
     return MSSSIMSettings(win, levels, cfg.win_sigma, weights, cfg.data_range, cfg.k1, cfg.k2, cfg.loss_mapping)
 
 
+def _blur(maps: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    """pytorch_msssim's separable Gaussian filter applied to every channel of ``maps`` in one grouped conv per axis."""
+    return gaussian_filter(maps, win.repeat([maps.shape[1], 1, 1, 1]))
+
+
+def ms_ssim_many(x: torch.Tensor, targets: list[torch.Tensor], s: MSSSIMSettings,
+                 mapping: str = "clipped") -> list[torch.Tensor]:
+    """Per-image MS-SSIM ``[N]`` of ``x`` against each target (``[N or 1, C, H, W]``), sharing the work on ``x``.
+
+    The SSIM terms are those of ``pytorch_msssim._ssim`` (same window, constants and formula); the
+    filtered maps of ``x`` are computed once for all targets, a batch-1 target (the noise image) is
+    filtered once rather than per image, and the full SSIM map is formed only at the coarsest scale.
+    """
+    if mapping not in ("clipped", "shifted"):
+        raise ValueError(f"unknown MS-SSIM mapping {mapping!r}")
+    for t in targets:
+        if t.shape[1:] != x.shape[1:] or t.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"MS-SSIM target of shape {tuple(t.shape)} does not match images {tuple(x.shape)}")
+    c = x.shape[1]
+    win = _fspecial_gauss_1d(s.win_size, s.win_sigma).to(x.device, x.dtype)
+    c1, c2 = (s.k1 * s.data_range) ** 2, (s.k2 * s.data_range) ** 2
+    terms: list[list[torch.Tensor]] = [[] for _ in targets]
+    for level in range(s.levels):
+        last = level == s.levels - 1
+        xmaps = _blur(torch.cat([x, x * x] + [x * t for t in targets], dim=1), win)
+        mu_x = xmaps[:, :c]
+        mu_x_sq = mu_x.pow(2)
+        sigma_x_sq = xmaps[:, c:2 * c] - mu_x_sq
+        for i, t in enumerate(targets):
+            tmaps = _blur(torch.cat([t, t * t], dim=1), win)
+            mu_t = tmaps[:, :c]
+            mu_t_sq = mu_t.pow(2)
+            mu_xt = mu_x * mu_t
+            sigma_t_sq = tmaps[:, c:] - mu_t_sq
+            sigma_xt = xmaps[:, (2 + i) * c:(3 + i) * c] - mu_xt
+            cs_map = (2 * sigma_xt + c2) / (sigma_x_sq + sigma_t_sq + c2)
+            if last:
+                cs_map = ((2 * mu_xt + c1) / (mu_x_sq + mu_t_sq + c1)) * cs_map  # the SSIM map
+            terms[i].append(torch.flatten(cs_map, 2).mean(-1))  # [N, C]
+        if not last:
+            pad = [d % 2 for d in x.shape[2:]]
+            x = F.avg_pool2d(x, kernel_size=2, padding=pad)
+            targets = [F.avg_pool2d(t, kernel_size=2, padding=pad) for t in targets]
+    out = []
+    for per_target in terms:
+        stack = torch.stack(per_target, dim=0)  # [levels, N, C]
+        if mapping == "clipped":
+            stack = torch.relu(stack)
+        else:
+            stack = ((stack + 1.0) / 2.0).clamp(min=1e-6)
+        weights = stack.new_tensor(s.weights).view(-1, 1, 1)
+        out.append(torch.prod(stack ** weights, dim=0).mean(dim=1))
+    return out
+
+
 def ms_ssim(x: torch.Tensor, y: torch.Tensor, s: MSSSIMSettings, mapping: str = "clipped") -> torch.Tensor:
-    """Per-image MS-SSIM ``[N]`` of ``x`` and ``y`` (NCHW in [0, data_range]).
+    """Per-image MS-SSIM ``[N]`` of ``x`` and ``y`` (NCHW in [0, data_range]; ``y`` may have batch 1).
 
     ``mapping='clipped'`` is the standard metric (as `pytorch_msssim.ms_ssim`); ``'shifted'`` is the
     gradient-safe form used inside losses.
     """
-    if x.shape != y.shape:
-        y = y.expand_as(x)
-    win = _fspecial_gauss_1d(s.win_size, s.win_sigma).to(x.device, x.dtype)
-    win = win.repeat([x.shape[1], 1, 1, 1])
-    terms = []
-    for level in range(s.levels):
-        ssim_pc, cs = _ssim(x, y, data_range=s.data_range, win=win, size_average=False, K=(s.k1, s.k2))
-        if level < s.levels - 1:
-            terms.append(cs)
-            pad = [d % 2 for d in x.shape[2:]]
-            x = F.avg_pool2d(x, kernel_size=2, padding=pad)
-            y = F.avg_pool2d(y, kernel_size=2, padding=pad)
-    terms.append(ssim_pc)
-    stack = torch.stack(terms, dim=0)  # [levels, N, C]
-    if mapping == "clipped":
-        stack = torch.relu(stack)
-    elif mapping == "shifted":
-        stack = ((stack + 1.0) / 2.0).clamp(min=1e-6)
-    else:
-        raise ValueError(f"unknown MS-SSIM mapping {mapping!r}")
-    weights = stack.new_tensor(s.weights).view(-1, 1, 1)
-    return torch.prod(stack ** weights, dim=0).mean(dim=1)
+    return ms_ssim_many(x, [y], s, mapping)[0]
 
 
 def msssim_loss(recon: torch.Tensor, target: torch.Tensor, s: MSSSIMSettings) -> torch.Tensor:
     """``1 - MS-SSIM`` averaged over the batch (L(AR1) with target = image, L(AR2) with target = noise)."""
     return 1.0 - ms_ssim(recon, target, s, mapping=s.loss_mapping).mean()
+
+
+def msssim_losses(recon: torch.Tensor, targets: list[torch.Tensor], s: MSSSIMSettings) -> list[torch.Tensor]:
+    """:func:`msssim_loss` against several targets at once (phase 0's L(AR1) and L(AR2)), sharing the work."""
+    return [1.0 - v.mean() for v in ms_ssim_many(recon, targets, s, mapping=s.loss_mapping)]
+
+
+def reconstruction_losses(recon: torch.Tensor, targets: list[torch.Tensor], kind: str,
+                          s: MSSSIMSettings) -> list[torch.Tensor]:
+    """:func:`reconstruction_loss` of ``recon`` against each of ``targets``."""
+    if kind == "msssim":
+        return msssim_losses(recon, targets, s)
+    return [reconstruction_loss(recon, t, kind, s) for t in targets]
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str, s: MSSSIMSettings) -> torch.Tensor:

@@ -89,9 +89,9 @@ def init_run(run: RunDir, cfg: RunConfig, progress: bool = True) -> tuple[Prepar
     from . import __version__
     from .utils import git_commit
 
-    run.path.mkdir(parents=True, exist_ok=True)
     index = load_index(cfg.data.dataset, cfg.data.root, cfg.data.max_images, cfg.data.cache_dir)
     data, split = prepare_data(cfg.data, index=index, progress=progress)
+    run.path.mkdir(parents=True, exist_ok=True)  # only once the data is known good: a typo leaves no directory
     cfg.data.root = str(index.root)
     from .training.modules import feature_shape
 
@@ -154,4 +154,7 @@ def load_trained(run: RunDir, device: str = "cpu", cfg: RunConfig | None = None)
     load_modules(dict(modules.items()), run.final)
     modules.to(device)
     modules.set_trainable()
+    from .baselines.registry import attach_run_state  # some defences keep extra state (Hybrid's PCA)
+
+    attach_run_state(run.path, cfg, modules)
     return cfg, modules

@@ -31,6 +31,18 @@ def register_loader(name: str, loader: Loader) -> None:
     LOADERS[name] = loader
 
 
+def _register_builtin_loaders() -> None:
+    """LFW and State Farm (official layouts)."""
+    from .lfw import load_lfw
+    from .statefarm import load_statefarm
+
+    register_loader("lfw", load_lfw)
+    register_loader("statefarm", load_statefarm)
+
+
+_register_builtin_loaders()
+
+
 def default_root(cache_dir: str | Path | None = None) -> Path:
     """The embedded synthetic face set, rendered on first use into the cache directory."""
     from .synth import render_synthetic_celeba
@@ -87,7 +99,7 @@ def prepare_data(cfg: DataConfig, split: dict | None = None, progress: bool = Tr
     if overlap:
         raise DataError(f"attribute(s) {sorted(overlap)} are both intended and private")
     if split is None:
-        split = make_split(index, cfg.split_seed, cfg.split_fractions)
+        split = make_split(index, cfg.split_seed, cfg.split_fractions, stratify=index.stratify)
     elif split.get("fingerprint") not in (None, index.fingerprint()):
         raise DataError(
             f"the recorded split belongs to a different file list than the dataset at {index.root}"

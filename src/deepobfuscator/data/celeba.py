@@ -29,6 +29,12 @@ def _lines(path: Path) -> list[str]:
 
 def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """Parse ``list_attr_celeba.txt`` into (image names, attribute names, values in {0, 1})."""
+    files, names, matrix, _ = read_attributes_with_lines(path)
+    return files, names, matrix
+
+
+def read_attributes_with_lines(path: Path) -> tuple[list[str], list[str], np.ndarray, list[int]]:
+    """As :func:`read_attributes`, plus the 1-based line number of each image's row (for messages)."""
     lines = _lines(path)
     if len(lines) < 2:
         raise DataError(f"{path}: expected a count line and a header line, found {len(lines)} line(s)")
@@ -41,6 +47,8 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
         raise DataError(f"{path}:2: empty attribute header")
     files: list[str] = []
     rows: list[list[int]] = []
+    linenos: list[int] = []
+    seen: dict[str, int] = {}
     for lineno, line in enumerate(lines[2:], start=3):
         parts = line.split()
         if not parts:
@@ -56,12 +64,16 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
         bad = [v for v in values if v not in (-1, 1)]
         if bad:
             raise DataError(f"{path}:{lineno}: attribute values must be -1 or 1, found {bad[0]}")
+        if parts[0] in seen:
+            raise DataError(f"{path}:{lineno}: image {parts[0]} already listed on line {seen[parts[0]]}")
+        seen[parts[0]] = lineno
         files.append(parts[0])
         rows.append(values)
+        linenos.append(lineno)
     if count != len(files):
         raise DataError(f"{path}:1: header says {count} images but {len(files)} rows follow")
     matrix = (np.asarray(rows, dtype=np.int64).reshape(len(files), len(names)) > 0).astype(np.int64)
-    return files, names, matrix
+    return files, names, matrix, linenos
 
 
 def _read_pairs(path: Path) -> dict[str, str]:
@@ -92,14 +104,14 @@ def load_celeba(root: Path, max_images: int | None = None) -> DatasetIndex:
     if not root.is_dir():
         raise DataError(f"{root}: dataset root is not a directory")
     attr_path = root / ATTR_FILE
-    files, names, matrix = read_attributes(attr_path)
+    files, names, matrix, linenos = read_attributes_with_lines(attr_path)
     if max_images is not None:
         files, matrix = files[:max_images], matrix[:max_images]
     image_dir = root / IMAGE_DIR
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: image folder not found (expected the official CelebA layout)")
     paths = [image_dir / f for f in files]
-    for lineno, path in enumerate(paths, start=3):
+    for lineno, path in zip(linenos, paths):
         if not path.is_file():
             raise DataError(f"{attr_path}:{lineno}: image {path.name} listed but missing: {path}")
     partition = identities = None

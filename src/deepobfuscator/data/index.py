@@ -44,6 +44,8 @@ class DatasetIndex:
     identities: np.ndarray | None = None
     partition: np.ndarray | None = None  # 0 train, 1 val, 2 test (official), or None
     source_files: list[Path] = field(default_factory=list)  # label files, for provenance
+    notes: list[str] = field(default_factory=list)  # what the loader left out and why (conflicts, missing labels)
+    stratify: np.ndarray | None = None  # optional per-image group label the seeded split stratifies by
 
     def __len__(self) -> int:
         return len(self.files)
@@ -90,4 +92,6 @@ class DatasetIndex:
             identities=None if self.identities is None else self.identities[:count],
             partition=None if self.partition is None else self.partition[:count],
             source_files=self.source_files,
+            notes=self.notes,
+            stratify=None if self.stratify is None else self.stratify[:count],
         )

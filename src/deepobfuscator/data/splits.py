@@ -19,31 +19,43 @@ def make_split(
     stratify: np.ndarray | None = None,
 ) -> dict:
     """Split indices of ``index``; deterministic for ``seed``; optional stratification labels."""
+    parts: dict[str, np.ndarray] | None = None
+    note = None
     if index.partition is not None:
-        parts = {name: np.flatnonzero(index.partition == i) for i, name in enumerate(SPLITS)}
-        source = "official"
-    else:
+        official = {name: np.flatnonzero(index.partition == i) for i, name in enumerate(SPLITS)}
+        empty = [name for name in SPLITS if len(official[name]) == 0]
+        if not empty:
+            parts, source = official, "official"
+        else:  # e.g. data.max_images keeps only the head of a full download, all of it official 'train'
+            note = (f"the official partition leaves split(s) {', '.join(empty)} empty for these {len(index)} "
+                    f"images; a seeded split was made instead")
+    if parts is None:
         if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) <= 0:
             raise DataError(f"split fractions must be three positive numbers summing to 1, got {list(fractions)}")
         rng = np.random.default_rng(seed)
-        groups = [np.arange(len(index))] if stratify is None else [
-            np.flatnonzero(stratify == value) for value in np.unique(stratify)
-        ]
-        parts = {name: [] for name in SPLITS}
-        for members in groups:
-            members = rng.permutation(members)
-            n_train = int(round(fractions[0] * len(members)))
-            n_val = int(round(fractions[1] * len(members)))
-            parts["train"].append(members[:n_train])
-            parts["val"].append(members[n_train:n_train + n_val])
-            parts["test"].append(members[n_train + n_val:])
-        parts = {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
+        if stratify is None:
+            order = rng.permutation(len(index))
+        else:  # spread each group evenly over [0, 1) and cut globally, so small groups cannot empty a split
+            stratify = np.asarray(stratify)
+            if len(stratify) != len(index):
+                raise DataError(f"stratification labels: {len(stratify)} for {len(index)} images of '{index.name}'")
+            keys = np.empty(len(index))
+            for value in np.unique(stratify):
+                members = rng.permutation(np.flatnonzero(stratify == value))
+                keys[members] = (np.arange(len(members)) + rng.random()) / len(members)
+            order = np.argsort(keys, kind="stable")
+        n_train = int(round(fractions[0] * len(order)))
+        n_val = int(round(fractions[1] * len(order)))
+        parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+        parts = {k: np.sort(v) for k, v in parts.items()}
         source = "seeded"
     for name in SPLITS:
         if len(parts[name]) == 0:
             raise DataError(f"split '{name}' of dataset '{index.name}' at {index.root} is empty ({len(index)} images)")
+    extra = {"note": note} if note else {}
     return {
         "source": source,
+        **extra,
         "seed": seed,
         "fractions": list(fractions),
         "count": len(index),

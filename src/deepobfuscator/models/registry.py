@@ -5,7 +5,8 @@ from typing import Callable
 
 from torch import nn
 
-from .reconstructors import MirrorReconstructor
+from .heads import LinearProbe, ResNetHead
+from .reconstructors import MirrorReconstructor, ResidualReconstructor, UNetReconstructor
 from .vgg import Obfuscator, VGGClassifier
 
 # name -> factory(in_channels, feature_hw, num_outputs, width, fc_width, batch_norm, dropout)
@@ -40,6 +41,36 @@ def _vgg(in_channels: int, feature_hw: tuple[int, int], num_outputs: int, width:
 def _mirror(in_channels: int, feature_hw: tuple[int, int], image_size: tuple[int, int], width: float = 1.0,
             batch_norm: bool = True) -> nn.Module:
     return MirrorReconstructor(in_channels, image_size, width, batch_norm)
+
+
+@register_reconstructor("urec1")
+def _urec1(in_channels: int, feature_hw: tuple[int, int], image_size: tuple[int, int], width: float = 1.0,
+           batch_norm: bool = True) -> nn.Module:
+    return UNetReconstructor(in_channels, image_size, depth=1, width=width, batch_norm=batch_norm)
+
+
+@register_reconstructor("urec2")
+def _urec2(in_channels: int, feature_hw: tuple[int, int], image_size: tuple[int, int], width: float = 1.0,
+           batch_norm: bool = True) -> nn.Module:
+    return UNetReconstructor(in_channels, image_size, depth=2, width=width, batch_norm=batch_norm)
+
+
+@register_reconstructor("resrec")
+def _resrec(in_channels: int, feature_hw: tuple[int, int], image_size: tuple[int, int], width: float = 1.0,
+            batch_norm: bool = True) -> nn.Module:
+    return ResidualReconstructor(in_channels, image_size, blocks=4, width=width, batch_norm=batch_norm)
+
+
+@register_classifier("resnet")
+def _resnet(in_channels: int, feature_hw: tuple[int, int], num_outputs: int, width: float = 1.0,
+            fc_width: int | None = None, batch_norm: bool = True, dropout: float = 0.5) -> nn.Module:
+    return ResNetHead(in_channels, num_outputs, width, batch_norm, dropout)
+
+
+@register_classifier("linear")
+def _linear(in_channels: int, feature_hw: tuple[int, int], num_outputs: int, width: float = 1.0,
+            fc_width: int | None = None, batch_norm: bool = True, dropout: float = 0.5) -> nn.Module:
+    return LinearProbe(in_channels, num_outputs)
 
 
 def _lookup(table: dict, name: str, kind: str) -> Callable[..., nn.Module]:

@@ -17,6 +17,12 @@ def make_trainer(cfg: RunConfig, out: Path, resume: bool = False, progress: bool
                  sync: GradSync | None = None, on_step: Callable | None = None,
                  trainer_cls: type[Trainer] = Trainer) -> Trainer:
     """Create or re-open the run directory and a trainer positioned at its latest checkpoint."""
+    from .distributed import launched, make_distributed_trainer
+    from .precision import apply_precision
+
+    if sync is None and launched():  # under torchrun: one rank of a data-parallel job
+        return make_distributed_trainer(cfg, out, resume=resume, progress=progress, on_step=on_step,
+                                        trainer_cls=trainer_cls)
     run = RunDir(Path(out))
     if run.exists() and not resume:
         raise RunError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
@@ -29,6 +35,7 @@ def make_trainer(cfg: RunConfig, out: Path, resume: bool = False, progress: bool
     data, settings = init_run(run, cfg, progress=progress and (sync is None or sync.rank == 0))
     cfg = run.read_config()
     modules = build_modules(cfg, data.task_specs, data.private_specs).to(device)
+    apply_precision(modules, cfg.train.amp, cfg.train.channels_last, device)
     trainer = trainer_cls(cfg, run, data, modules, settings, run.read_noise(), progress=progress, device=device,
                           sync=sync or GradSync(), on_step=on_step)
     if resume:

@@ -25,6 +25,7 @@ from ..config import RunConfig
 from ..data import Batch, PreparedData
 from ..losses import (
     MSSSIMSettings, attribute_loss, ms_ssim, predictions, prediction_entropy_loss, reconstruction_loss,
+    reconstruction_losses,
 )
 from ..runs import RunDir
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_modules
@@ -83,6 +84,7 @@ class Trainer:
     sync: GradSync = field(default_factory=GradSync)
     on_step: Callable[["Trainer", Position], None] | None = None
     input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    feature_transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # applied to O's output (Hybrid)
 
     def __post_init__(self) -> None:
         t = self.cfg.train
@@ -96,7 +98,9 @@ class Trainer:
         self.task_specs, self.private_specs = self.data.task_specs, self.data.private_specs
         if self.cfg.privacy.defend not in PHASES_BY_DEFENCE:
             raise ValueError(f"privacy.defend must be one of {sorted(PHASES_BY_DEFENCE)}, got {self.cfg.privacy.defend!r}")
-        self.phases = PHASES_BY_DEFENCE[self.cfg.privacy.defend]
+        base = PHASES_BY_DEFENCE[self.cfg.privacy.defend]
+        extra = (2,) * max(0, self.cfg.privacy.attacker_steps - 1)
+        self.phases = tuple(p for ph in base for p in ((ph,) + extra if ph == 2 else (ph,)))
         self.position = Position()
         self.has_private = bool(self.private_specs)
 
@@ -118,13 +122,17 @@ class Trainer:
         """Images as the obfuscator sees them (baselines may add noise here)."""
         return self.input_transform(images) if self.input_transform else images
 
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Features as the deployed pipeline sends them: O(input_transform(images)), then feature_transform."""
+        feats = self.modules.obfuscator(self.prepare_images(images))
+        return self.feature_transform(feats) if self.feature_transform else feats
+
     def features(self, batch: Batch, grad: bool) -> torch.Tensor:
         """O(images); detached (and computed without a graph) when O is not being updated."""
-        images = self.prepare_images(batch.images)
         if grad:
-            return self.modules.obfuscator(images)
+            return self.encode(batch.images)
         with torch.no_grad():
-            return self.modules.obfuscator(images)
+            return self.encode(batch.images)
 
     # ----------------------------------------------------------------- steps
     def step_pretrain(self, batch: Batch, step: int) -> dict[str, float]:
@@ -155,8 +163,7 @@ class Trainer:
         l_c = attribute_loss(self.modules.classifier(feats), batch.task, self.task_specs)
         recon = self.modules.reconstructor(feats)
         kind = self.cfg.privacy.reconstruction_loss
-        l_ar1 = reconstruction_loss(recon, batch.images, kind, self.msssim)
-        l_ar2 = reconstruction_loss(recon, self.noise, kind, self.msssim)
+        l_ar1, l_ar2 = reconstruction_losses(recon, [batch.images, self.noise], kind, self.msssim)
         loss = l_c + self.cfg.privacy.lambda2 * (l_ar2 - l_ar1)
         self._update(("obfuscator",), loss)
         return {"L_C": l_c.item(), "L_AR1": l_ar1.item(), "L_AR2": l_ar2.item()}
@@ -208,7 +215,7 @@ class Trainer:
         sums = torch.zeros(1 + n_task + n_priv + 1, dtype=torch.float64)
         for batch in loader.epoch(0):
             batch = batch.to(self.device)
-            feats = self.modules.obfuscator(self.prepare_images(batch.images))
+            feats = self.encode(batch.images)
             sums[0] += len(batch.images)
             pred = predictions(self.modules.classifier(feats), self.task_specs)
             sums[1:1 + n_task] += (pred == batch.task).sum(0).double().cpu()
@@ -246,7 +253,7 @@ class Trainer:
             return False
         state = load_checkpoint(ckpt, dict(self.modules.items()), self.optimizers)
         self.position = Position(**state)
-        if self.run.metrics.is_file():  # drop records written after the checkpoint
+        if self.run.metrics.is_file() and self.sync.rank == 0:  # drop records written after the checkpoint
             lines = self.run.metrics.read_text().splitlines(keepends=True)[: self.position.metrics_lines]
             self.run.metrics.write_text("".join(lines))
         return True

@@ -1,0 +1,169 @@
+"""**Hybrid** (Osia et al.): Encoder features -> PCA (fitted on the train split) -> Laplace noise.
+
+O is the Encoder's (stage 1, plain L(C)); it is frozen afterwards. Before stage 2 the PCA is fitted on
+the *flattened* features of (at most ``max_fit_images``) train-split images, and each coefficient is
+mapped to [0, 1] by its train-split [p, 100-p] percentile range (``clip_percentile``) and clipped, so
+one coefficient's L1 sensitivity is 1 and the Laplace mechanism adds ``Lap(sensitivity / epsilon)``
+per coefficient (epsilon-DP per released coefficient, like the DP baseline per pixel). What the
+phone sends is the noisy coefficient vector; the deployed pipeline maps it back to O's feature shape
+with the PCA inverse transform (a fixed linear map, so attackers see exactly the noisy coefficients),
+and the service classifier C is retrained on those noisy features in stage 3 (``epochs_adversarial``
+epochs, starting from the Encoder's C; no MLP head is needed).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import ConfigError, RunConfig
+from ..data import Batch, BatchLoader, PreparedData
+from ..training.trainer import Trainer
+from .noise import laplace_like
+
+STATE_FILE = "hybrid_pca.safetensors"
+
+
+class PCALaplace(nn.Module):
+    """Project features on the PCA basis, scale to [0, 1], add Laplace noise, map back to O's shape."""
+
+    def __init__(self, mean: torch.Tensor, components: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                 feature_shape: tuple[int, int, int], scale: float) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("components", components.float())  # [k, D], orthonormal rows
+        self.register_buffer("lo", lo.float())
+        self.register_buffer("span", (hi.float() - lo.float()).clamp(min=1e-8))
+        self.feature_shape = tuple(int(v) for v in feature_shape)
+        self.scale = float(scale)
+
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        """Clipped, [0, 1]-scaled PCA coefficients ``[N, k]`` (before noise)."""
+        coeffs = (feats.flatten(1) - self.mean) @ self.components.T
+        return ((coeffs - self.lo) / self.span).clamp(0.0, 1.0)
+
+    def release(self, feats: torch.Tensor) -> torch.Tensor:
+        """What the phone sends: noisy scaled coefficients ``[N, k]``."""
+        z = self.project(feats)
+        return z + laplace_like(z, self.scale)
+
+    def reconstruct(self, released: torch.Tensor) -> torch.Tensor:
+        """Released coefficients -> feature maps shaped like O's output (PCA inverse transform)."""
+        flat = (released * self.span + self.lo) @ self.components + self.mean
+        return flat.view(-1, *self.feature_shape)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """Features -> noisy features of the same shape, as the deployed pipeline produces them."""
+        return self.reconstruct(self.release(feats))
+
+    def save(self, path: Path) -> None:
+        """Write buffers and settings to a safetensors file (atomically)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tensors["hi"] = (tensors["lo"] + tensors["span"]).contiguous()
+        del tensors["span"]
+        save_file(tensors, str(tmp), metadata={"feature_shape": json.dumps(list(self.feature_shape)),
+                                               "scale": repr(self.scale)})
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "PCALaplace":
+        """Read a file written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: Hybrid PCA state missing (was the run trained to the end?)")
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+        t = load_file(str(path))
+        return cls(t["mean"], t["components"], t["lo"], t["hi"], tuple(json.loads(meta["feature_shape"])),
+                   float(meta["scale"]))
+
+
+def hybrid_params(cfg: RunConfig) -> dict[str, Any]:
+    """Validated Hybrid parameters from ``cfg.baseline``."""
+    p = cfg.baseline
+    try:
+        out = {"epsilon": float(p["epsilon"]), "sensitivity": float(p.get("sensitivity", 1.0)),
+               "n_components": int(p.get("n_components", 64)), "clip_percentile": float(p.get("clip_percentile", 1.0)),
+               "max_fit_images": int(p.get("max_fit_images", 4000))}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"config.yaml baseline: invalid Hybrid parameters {dict(p)} ({exc})") from exc
+    if out["epsilon"] <= 0 or out["sensitivity"] <= 0 or out["n_components"] < 1:
+        raise ConfigError(f"config.yaml baseline: epsilon, sensitivity and n_components must be positive, got {dict(p)}")
+    if not 0.0 <= out["clip_percentile"] < 50.0:
+        raise ConfigError(f"config.yaml baseline.clip_percentile must be in [0, 50), got {out['clip_percentile']}")
+    return out
+
+
+@torch.no_grad()
+def fit_pca_laplace(encode: Callable[[torch.Tensor], torch.Tensor], data: PreparedData, params: dict[str, Any],
+                    seed: int, batch_size: int = 256, split: str = "train") -> PCALaplace:
+    """Fit PCA and the clipping ranges on (a seeded subsample of) ``split`` only; return the transform."""
+    from sklearn.decomposition import PCA
+
+    idx = np.asarray(data.split[split])
+    if len(idx) > params["max_fit_images"]:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, params["max_fit_images"], replace=False))
+    loader = BatchLoader(data.images, data.task, data.private, idx, batch_size)
+    feats = [encode(batch.images).float().cpu() for batch in loader.epoch(0)]
+    x = torch.cat(feats).flatten(1).numpy().astype(np.float64)
+    shape = tuple(feats[0].shape[1:])
+    k = min(params["n_components"], x.shape[0], x.shape[1])
+    pca = PCA(n_components=k, svd_solver="randomized" if k < min(x.shape) else "full", random_state=seed).fit(x)
+    coeffs = pca.transform(x)
+    q = params["clip_percentile"]
+    lo, hi = np.percentile(coeffs, q, axis=0), np.percentile(coeffs, 100.0 - q, axis=0)
+    return PCALaplace(torch.from_numpy(pca.mean_), torch.from_numpy(pca.components_), torch.from_numpy(lo),
+                      torch.from_numpy(hi), shape, params["sensitivity"] / params["epsilon"])
+
+
+class HybridTrainer(Trainer):
+    """Stage 1 plain (shared with Encoder); PCA+Laplace fitted before stage 2; stage 3 retrains C only."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        hybrid_params(self.cfg)
+        path = self.run.path / STATE_FILE
+        if path.is_file():
+            self.feature_transform = PCALaplace.load(path).to(self.device)
+
+    @classmethod
+    def cache_signature(cls, cfg: RunConfig, stage: int) -> dict[str, Any]:
+        """Stage 1 is the Encoder's; later stages depend on the Hybrid parameters."""
+        return {} if stage == 0 else {"hybrid": dict(cfg.baseline)}
+
+    def ensure_fitted(self) -> PCALaplace:
+        """Fit (once) the PCA on train-split features of the frozen O and save it in the run directory."""
+        if self.feature_transform is None:
+            self.modules.set_trainable()
+            obf = self.modules.obfuscator
+            transform = fit_pca_laplace(lambda x: obf(self.prepare_images(x.to(self.device))), self.data,
+                                        hybrid_params(self.cfg), self.cfg.train.seed, self.cfg.train.eval_batch_size)
+            if self.sync.rank == 0:
+                transform.save(self.run.path / STATE_FILE)
+            self.feature_transform = transform.to(self.device)
+        return self.feature_transform  # type: ignore[return-value]
+
+    def stage_step(self, stage: int) -> Callable[[Batch, int], dict[str, float]]:
+        """Fit the PCA before the first stage that uses released features."""
+        if stage >= 1:
+            self.ensure_fitted()
+        return super().stage_step(stage)
+
+    def step_cycle(self, batch: Batch, step: int) -> dict[str, float]:
+        """Stage 3: only the service classifier C is retrained, on the noisy projected features."""
+        return {"phase": 3, **self.step_classifier(batch)}
+
+    def fit(self) -> dict[str, Any]:
+        """Train; make sure the PCA exists even when stages 2-3 have no epochs."""
+        last = super().fit()
+        self.ensure_fitted()
+        return last

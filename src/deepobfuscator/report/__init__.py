@@ -1,0 +1,1 @@
+"""`deepobf report`: the utility-privacy comparison of attacked runs as HTML (self-contained) and Markdown."""

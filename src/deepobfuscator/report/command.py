@@ -1,0 +1,29 @@
+"""`deepobf report RUN_DIR... --out DIR`: parse, call the library, print."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the comparison report of the given runs."""
+    from .html import build_report
+
+    files = build_report([Path(p) for p in args.runs], Path(args.out), title=args.title)
+    for warning in files.warnings:
+        print(f"deepobf report: warning: {warning}", file=sys.stderr)
+    print(f"report of {files.runs} run(s): {files.html} (self-contained), {files.markdown}, {files.summary}")
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add `report`."""
+    p = subparsers.add_parser("report", help="HTML + Markdown comparison of attacked runs (tradeoff, λ1, "
+                                             "reconstruction, ablation, image grids)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run directories (a folder of runs, e.g. a sweep's output, stands for all of them)")
+    p.add_argument("--out", required=True, help="folder for report.html, report.md, report.json and figures")
+    p.add_argument("--title", default="DeepObfuscator: utility-privacy comparison", help="report title")
+    p.set_defaults(handler=cmd_report)

@@ -1,0 +1,131 @@
+"""Report figures (matplotlib, Agg): the tradeoff scatter (Figure 6) and lambda1 bars (Figures 7-8)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .results import RunResult  # noqa: E402
+from .tables import lambda_runs  # noqa: E402
+
+MARKERS = {"deepobfuscator": "*", "encoder": "o", "noisy": "s", "dp": "D", "hybrid": "^", "pan": "v",
+           "nopeek": "P"}
+COLORS = {"deepobfuscator": "tab:red", "encoder": "tab:gray", "noisy": "tab:blue", "dp": "tab:purple",
+          "hybrid": "tab:green", "pan": "tab:orange", "nopeek": "tab:brown"}
+_EXTRA = ["X", "h", "<", ">", "p", "8"]
+
+
+def _style(method: str) -> tuple[str, str]:
+    if method not in MARKERS:
+        i = abs(hash(method)) % len(_EXTRA)
+        return _EXTRA[i], f"C{i}"
+    return MARKERS[method], COLORS[method]
+
+
+def _errs(m) -> list[list[float]] | None:  # matplotlib's [[below], [above]]
+    e = m.err
+    return None if e is None else [[e[0]], [e[1]]]
+
+
+def tradeoff_scatter(results: list[RunResult], path: Path) -> Path | None:
+    """x: intended-task accuracy, y: best attacker's private accuracy; one panel per private attribute."""
+    runs = [r for r in results if r.attack]
+    attrs: list[str] = []
+    for r in runs:
+        attrs += [a for a in r.cfg.data.private if a not in attrs]
+    if not runs or not attrs:
+        return None
+    fig, axes = plt.subplots(1, len(attrs), figsize=(6.2 * len(attrs), 4.8), squeeze=False)
+    for ax, attr in zip(axes[0], attrs):
+        seen: set[str] = set()
+        majorities, task_majorities = [], []
+        points: list[tuple[float, float]] = []
+        for r in runs:
+            if attr not in r.cfg.data.private:
+                continue
+            x, y = r.task_accuracy(), r.privacy(attr)
+            if x.value is None or y.value is None:
+                continue
+            marker, color = _style(r.method)
+            label = r.method_label if r.method_label not in seen else None
+            seen.add(r.method_label)
+            ax.errorbar(x.value, y.value, xerr=_errs(x), yerr=_errs(y), fmt=marker, color=color, ms=10 if marker == "*"
+                        else 7, capsize=2, elinewidth=0.8, label=label, alpha=0.9)
+            if r.setting:  # staggered so that runs at (nearly) the same point stay readable
+                placed = sum(1 for px, py in points if abs(px - x.value) < 0.01 and abs(py - y.value) < 0.01)
+                ax.annotate(r.setting, (x.value, y.value), textcoords="offset points", xytext=(5, 4 + 9 * placed),
+                            fontsize=7, color=color)
+            points.append((x.value, y.value))
+            if r.majority(attr) is not None:
+                majorities.append(r.majority(attr))
+            if r.task_majority() is not None:
+                task_majorities.append(r.task_majority())
+        if majorities:
+            level = sum(majorities) / len(majorities)
+            ax.axhline(level, color="black", ls="--", lw=1, label=f"{attr} majority rate ({level:.3f})")
+        if task_majorities:
+            level = sum(task_majorities) / len(task_majorities)
+            ax.axvline(level, color="black", ls=":", lw=1, label=f"intended majority rate ({level:.3f})")
+        tasks = sorted({", ".join(r.cfg.data.task) for r in runs if attr in r.cfg.data.private})
+        ax.set_xlabel(f"intended-task accuracy ({' | '.join(tasks)})")
+        ax.set_ylabel(f"best attacker's accuracy on {attr}")
+        ax.set_title(f"Utility vs privacy: {attr} (better: right and down)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def lambda_bars(results: list[RunResult], path: Path) -> Path | None:
+    """Per attribute set: bars of intended and (best attacker's) private accuracy for each lambda1."""
+    runs = lambda_runs(results)
+    sets: dict[str, list[RunResult]] = {}
+    for r in runs:
+        sets.setdefault(r.attribute_set, []).append(r)
+    if not sets:
+        return None
+    ncols = min(3, len(sets))
+    nrows = -(-len(sets) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(sets):]:
+        ax.set_visible(False)
+    for ax, (aset, group) in zip(axes.flat, sorted(sets.items())):
+        group = sorted(group, key=lambda r: (r.cfg.privacy.lambda1, r.cfg.privacy.lambda2))
+        bars = [(f"{a} (intended)", "utility", a) for a in group[0].cfg.data.task]
+        bars += [(f"{a} (private)", "privacy", a) for a in group[0].cfg.data.private]
+        width = 0.8 / max(1, len(bars))
+        for j, (label, kind, attr) in enumerate(bars):
+            xs, ys, errs = [], [], [[], []]
+            for i, r in enumerate(group):
+                m = r.utility(attr) if kind == "utility" else r.privacy(attr)
+                if m.value is None:
+                    continue
+                xs.append(i + (j - (len(bars) - 1) / 2) * width)
+                ys.append(m.value)
+                e = m.err or (0.0, 0.0)
+                errs[0].append(e[0])
+                errs[1].append(e[1])
+            ax.bar(xs, ys, width, yerr=errs, capsize=2, label=label, hatch="" if kind == "utility" else "//",
+                   alpha=0.85)
+        for attr in group[0].cfg.data.private:
+            maj = [r.majority(attr) for r in group if r.majority(attr) is not None]
+            if maj:
+                ax.axhline(sum(maj) / len(maj), ls="--", lw=1, color="black")
+        ax.set_xticks(range(len(group)))
+        ax.set_xticklabels([f"λ1={r.cfg.privacy.lambda1:g}" + (f"\nλ2={r.cfg.privacy.lambda2:g}"
+                                                                if r.cfg.privacy.lambda2 != 1 else "") for r in group])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy")
+        ax.set_title(aset, fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("DeepObfuscator: accuracy per λ1 (dashed: private majority rate)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

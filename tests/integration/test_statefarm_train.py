@@ -1,0 +1,39 @@
+"""A few Algorithm 1 steps on State Farm: 10-way behaviour and 26-way driver, both with cross-entropy."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from deepobfuscator.config import preset
+from deepobfuscator.runs import RunDir, load_trained
+from deepobfuscator.training import train_run
+
+
+def test_statefarm_multiclass_training_end_to_end(shared_data: Path, tmp_path: Path) -> None:
+    cfg = preset("tiny")
+    sf = preset("statefarm-cpu")
+    cfg.data.dataset, cfg.data.task, cfg.data.private = sf.data.dataset, sf.data.task, sf.data.private
+    cfg.data.root = str(shared_data / "statefarm")
+    cfg.data.image_size = [36, 48]  # 3:4 like the preset's 48x64, the smallest height VGG's pools allow
+    cfg.data.max_images = 128
+    summary = train_run(cfg, tmp_path / "run", progress=False)
+
+    run = RunDir(tmp_path / "run")
+    saved = run.read_config()
+    assert [(s["name"], s["num_classes"]) for s in saved.meta["task_specs"]] == [("behaviour", 10)]
+    assert [(s["name"], s["num_classes"]) for s in saved.meta["private_specs"]] == [("driver", 26)]
+    _, modules = load_trained(run)
+    assert modules.classifier.head[-1].out_features == 10 and modules.adversary.head[-1].out_features == 26
+
+    split = json.loads(run.split.read_text())
+    parts = [np.asarray(split[k]) for k in ("train", "val", "test")]
+    assert sum(len(p) for p in parts) == 128 and len(np.unique(np.concatenate(parts))) == 128
+
+    records = run.read_metrics()
+    assert [r["stage"] for r in records] == ["pretrain", "attacker", "adversarial"]
+    for rec in records[1:]:
+        assert 0.0 <= rec["AC_acc"]["driver"] <= 1.0
+    assert set(summary["test"]["C_acc"]) == {"behaviour"} and set(summary["test"]["AC_acc"]) == {"driver"}
+    assert summary["majority_rate"]["driver"] < 0.5

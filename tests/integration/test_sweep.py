@@ -1,0 +1,115 @@
+"""`deepobf sweep`: grid expansion, skipping finished runs, surviving a failing run, resuming the attack step."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deepobfuscator.baselines.sweep import STATUS_FILE, load_sweep, parse_sweep, run_sweep
+from deepobfuscator.config import ConfigError
+from deepobfuscator.runs import RunDir
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, celeba_root: Path, runs: list, **extra) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"preset": "tiny", "data": str(celeba_root), "defaults": {"attributes": "Smiling/Male"},
+                                    "runs": runs, **extra}))
+    return path
+
+
+def fake_attack(calls: list[str], fail: set[str] = frozenset()):
+    """An attack step that writes a clearly fake attack.json (test data only) and records its calls."""
+    def attack(run_dir: Path, options: dict, progress: bool) -> dict:
+        calls.append(run_dir.name)
+        if run_dir.name in fail:
+            raise RuntimeError(f"simulated attack failure on {run_dir.name}")
+        fake = {"dataset": "FAKE-TEST-DATA", "split": "test", "utility": {}, "privacy": {}, "reconstruction": {},
+                "reid": {}}
+        (run_dir / "attack.json").write_text(json.dumps(fake))
+        return fake
+    return attack
+
+
+def test_grid_expansion_names_and_dedup(tmp_path: Path) -> None:
+    raw = {"preset": "celeba-cpu", "data": "data/celeba", "defaults": {"attributes": "Smiling/Male"}, "runs": [
+        {"method": "deepobfuscator", "lambda1": [1, 2, 5, 10],
+         "attributes": ["Smiling/Male", "Smiling,High_Cheekbones/Male,Heavy_Makeup"]},
+        {"method": "deepobfuscator", "lambda1": 1, "defend": ["reconstruction", "attributes", "both"]},
+        {"method": ["encoder", "noisy"], "lambda1": [1, 10]},  # lambdas do not apply: one run each
+        {"method": "dp", "epsilon": [0.1, 0.5]},
+    ]}
+    sweep = parse_sweep(raw, tmp_path / "s.yaml")
+    names = [s.name for s in sweep.runs]
+    assert len(names) == len(set(names)) == 8 + 2 + 2 + 2
+    assert "deepobfuscator-l1_10-Smiling+High_Cheekbones-vs-Male+Heavy_Makeup" in names
+    assert "deepobfuscator-l1_1-def_reconstruction-Smiling-vs-Male" in names
+    assert "dp-eps0.1-Smiling-vs-Male" in names and "encoder-Smiling-vs-Male" in names
+    assert sweep.data == str((tmp_path / "data" / "celeba").resolve())
+    cfg = sweep.config(next(s for s in sweep.runs if s.name == "dp-eps0.1-Smiling-vs-Male"))
+    assert cfg.method == "dp" and cfg.baseline["epsilon"] == 0.1 and cfg.train.epochs_adversarial == 0
+    cfg = sweep.config(next(s for s in sweep.runs if "High_Cheekbones" in s.name and "l1_5" in s.name))
+    assert cfg.data.task == ["Smiling", "High_Cheekbones"] and cfg.data.private == ["Male", "Heavy_Makeup"]
+    assert cfg.privacy.lambda1 == 5 and cfg.privacy.lambda2 == 1
+    with pytest.raises(ConfigError, match="lamda1"):
+        parse_sweep({**raw, "runs": [{"method": "pan", "lamda1": 1}]}, tmp_path / "s.yaml")
+    with pytest.raises(ConfigError, match="unknown method"):
+        parse_sweep({**raw, "runs": [{"method": "pann"}]}, tmp_path / "s.yaml")
+    with pytest.raises(ConfigError, match="attack option"):
+        parse_sweep({**raw, "attack": {"recon_epoch": 1}}, tmp_path / "s.yaml")
+
+
+def test_benchmark_sweep_file_parses() -> None:
+    sweep = load_sweep(REPO / "benchmarks" / "sweep_celeba_cpu.yaml")
+    methods = {s.method for s in sweep.runs}
+    assert methods == {"encoder", "noisy", "dp", "hybrid", "pan", "nopeek", "deepobfuscator"}
+    assert sweep.preset == "celeba-cpu" and sweep.attack is not None
+    defends = {s.settings.get("defend", "both") for s in sweep.runs if s.method == "deepobfuscator"}
+    assert defends == {"both", "reconstruction", "attributes"}
+
+
+def test_sweep_skips_finished_runs_and_survives_a_failing_one(tmp_path: Path, celeba_root: Path) -> None:
+    path = _write(tmp_path, celeba_root, [
+        {"method": "encoder"},
+        {"method": "deepobfuscator", "lambda1": 2},
+        {"method": "noisy", "attributes": "Smiling/No_Such_Attribute"},  # fails when its data is prepared
+    ])
+    sweep, out = load_sweep(path), tmp_path / "out"
+    calls: list[str] = []
+    events: list[tuple[str, str]] = []
+    status = run_sweep(sweep, out, attack_fn=fake_attack(calls, fail={"deepobfuscator-l1_2-Smiling-vs-Male"}),
+                       progress=False, on_event=lambda n, e, d: events.append((n, e)))
+    runs = status["runs"]
+    assert runs["encoder-Smiling-vs-Male"]["status"] == "done"
+    assert runs["noisy-Smiling-vs-No_Such_Attribute"]["status"] == "failed"
+    assert "No_Such_Attribute" in runs["noisy-Smiling-vs-No_Such_Attribute"]["error"]
+    failed_attack = runs["deepobfuscator-l1_2-Smiling-vs-Male"]
+    assert failed_attack["status"] == "failed" and "simulated attack failure" in failed_attack["error"]
+    assert json.loads((out / STATUS_FILE).read_text())["runs"] == runs
+    dobf = RunDir(out / "deepobfuscator-l1_2-Smiling-vs-Male")
+    assert dobf.is_complete()  # trained before its attack failed
+    assert json.loads((dobf.path / "pretrain_cache.json").read_text())["restored_stage"] == 1  # shared with encoder
+    trained_at = dobf.final.stat().st_mtime_ns
+
+    calls.clear()
+    status = run_sweep(sweep, out, attack_fn=fake_attack(calls), progress=False,
+                       on_event=lambda n, e, d: events.append((n, e)))
+    assert ("encoder-Smiling-vs-Male", "skipped") in events
+    assert calls == ["deepobfuscator-l1_2-Smiling-vs-Male"]  # only the unfinished attack is redone...
+    assert dobf.final.stat().st_mtime_ns == trained_at  # ...without retraining
+    assert status["runs"]["deepobfuscator-l1_2-Smiling-vs-Male"]["status"] == "done"
+    assert status["runs"]["noisy-Smiling-vs-No_Such_Attribute"]["status"] == "failed"
+
+
+def test_sweep_cli_lists_runs_and_exits_nonzero_on_failure(tmp_path: Path, celeba_root: Path, capsys) -> None:
+    from deepobfuscator.cli import main
+
+    path = _write(tmp_path, celeba_root, [{"method": "encoder", "attributes": "Smiling/No_Such_Attribute"}],
+                  attack=False)
+    assert main(["sweep", str(path), "--list"]) == 0
+    assert capsys.readouterr().out.strip() == "encoder-Smiling-vs-No_Such_Attribute"
+    assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert "No_Such_Attribute" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""`deepobf report`: tables, figures and a self-contained HTML page, from fake fixtures and from real tiny runs."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from deepobfuscator.baselines import configure
+from deepobfuscator.config import preset, save_config
+from deepobfuscator.report.html import build_report
+from deepobfuscator.report.results import load_result
+from deepobfuscator.report.tables import ablation_table, best_tradeoff, lambda_table, reconstruction_table, tradeoff_table
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        if tag == "img":
+            self.srcs.append(a.get("src", ""))
+        if tag in ("link", "script") and (a.get("href") or a.get("src")):
+            self.external.append(str(a))
+
+
+def assert_self_contained(html_path: Path, expected_images: int) -> None:
+    """Every <img> is an embedded PNG that decodes; nothing is loaded from elsewhere."""
+    text = html_path.read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+    parser = _Images()
+    parser.feed(text)
+    parser.close()
+    assert not parser.external
+    assert len(parser.srcs) == expected_images
+    for src in parser.srcs:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
+
+
+def _ci(v: float, w: float = 0.05) -> list[float]:
+    return [round(v - w, 4), round(v + w, 4)]
+
+
+def _fake_run(root: Path, name: str, method: str, task_acc: float, priv_acc: float, msssim: float,
+              **privacy) -> Path:
+    """A run directory with a config and a hand-written FAKE attack.json (test data only)."""
+    cfg = configure(preset("tiny"), method)
+    for k, v in privacy.items():
+        setattr(cfg.privacy, k, v)
+    run = root / name
+    run.mkdir(parents=True)
+    save_config(cfg, run / "config.yaml")
+    recon = {n: {"ms_ssim": msssim * f, "ms_ssim_ci95": _ci(msssim * f, 0.01), "psnr": 10 + 5 * msssim * f,
+                 "psnr_ci95": _ci(10 + 5 * msssim * f, 0.3)} for n, f in (("mirror", 1.0), ("urec1", 0.9))}
+    fake = {
+        "dataset": "FAKE-TEST-DATA", "split": "test",
+        "utility": {"Smiling": {"accuracy": task_acc, "accuracy_ci95": _ci(task_acc), "majority_rate": 0.52}},
+        "privacy": {"Male": {"best_attacker": "vgg", "accuracy": priv_acc, "accuracy_ci95": _ci(priv_acc),
+                             "majority_rate": 0.6, "per_attacker": {"vgg": {"accuracy": priv_acc}}}},
+        "reconstruction": {"best_attacker": "mirror", **recon["mirror"], "per_attacker": recon},
+        "reid": {"same_image": 0.5, "same_image_ci95": [0.3, 0.7], "same_person": None},
+    }
+    (run / "attack.json").write_text(json.dumps(fake))
+    pixels = (np.random.default_rng(len(name)).random((24, 48, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(run / "recon_grid.png")
+    return run
+
+
+def test_report_from_fake_attack_results(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    dirs = [
+        _fake_run(runs, "enc", "encoder", 0.90, 0.95, 0.60),
+        _fake_run(runs, "dp", "dp", 0.60, 0.62, 0.10),
+        _fake_run(runs, "do1", "deepobfuscator", 0.88, 0.70, 0.20, lambda1=1.0),
+        _fake_run(runs, "do10", "deepobfuscator", 0.85, 0.61, 0.18, lambda1=10.0),
+        _fake_run(runs, "rec", "deepobfuscator", 0.89, 0.93, 0.21, lambda1=1.0, defend="reconstruction"),
+        _fake_run(runs, "att", "deepobfuscator", 0.88, 0.66, 0.55, lambda1=1.0, defend="attributes"),
+    ]
+    results = [load_result(d) for d in dirs]
+    assert [r.label for r in results[:4]] == ["Encoder", "DP ε=0.5", "DeepObfuscator λ1=1", "DeepObfuscator λ1=10"]
+    trade = tradeoff_table(results)
+    assert len(trade.rows) == 6 and all(str(d) in {row[-1] for row in trade.rows} for d in dirs)
+    assert any("0.850 [0.800, 0.900]" in cell for row in trade.rows for cell in row)  # number with its interval
+    (_, best, _), = best_tradeoff(results)
+    assert best.name == "do10"
+    assert [row[1] for row in lambda_table(results).rows] == ["1", "10"]
+    recon = reconstruction_table(results)
+    assert recon.columns[3:5] == ["mirror", "urec1"] and "dB" in recon.rows[0][3]
+    ablation = ablation_table(results)
+    assert [row[2] for row in ablation.rows] == ["none (Encoder)", "both", "attributes only", "reconstruction only"]
+
+    files = build_report([runs], tmp_path / "report")
+    assert_self_contained(files.html, expected_images=2 + 6)  # scatter, lambda bars, one grid per run
+    md = files.markdown.read_text()
+    for ref in ("figures/tradeoff.png", "figures/lambda1.png", "grids/do10.png"):
+        assert f"]({ref})" in md and (tmp_path / "report" / ref).is_file()
+    assert "| Encoder |" in md and "reconstruction only" in md
+    summary = json.loads(files.summary.read_text())
+    assert len(summary["runs"]) == 6 and "DeepObfuscator λ1=10" in summary["best_tradeoff"][0]
+
+
+def test_report_from_two_real_tiny_runs(tmp_path: Path, celeba_root: Path) -> None:
+    """Two tiny runs trained and attacked for real by `deepobf sweep`, then `deepobf report`."""
+    from deepobfuscator.cli import main
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "preset": "tiny", "data": str(celeba_root), "defaults": {"attributes": "Smiling/Male"},
+        "attack": {"attackers": ["mirror", "linear"], "recon_epochs": 1, "attr_epochs": 1, "reid_images": 4,
+                   "grid_images": 2, "bootstrap": 20},
+        "runs": [{"method": "encoder"}, {"method": "deepobfuscator", "lambda1": 10}]}))
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out), "--no-progress"]) == 0
+    real = json.loads((out / "encoder-Smiling-vs-Male" / "attack.json").read_text())
+    assert real["dataset"] == "celeba" and "ms_ssim" in real["reconstruction"]
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    html_path = tmp_path / "report" / "report.html"
+    assert_self_contained(html_path, expected_images=2 + 2)
+    text = html_path.read_text()
+    assert "DeepObfuscator λ1=10" in text and str(out / "encoder-Smiling-vs-Male") in text
