@@ -134,16 +134,14 @@ def test_hybrid_pca_is_fitted_on_the_train_split_only(tiny_cfg) -> None:
     assert not torch.allclose(base.mean, moved.mean, atol=1e-5)
 
 
-def test_pipeline_transforms_are_what_attacks_see(tiny_cfg) -> None:
+def test_pipeline_transforms_are_what_attacks_see() -> None:
     from deepobfuscator.attacks.features import obfuscate
-    from deepobfuscator.training.modules import build_modules, feature_shape
+    from deepobfuscator.data.index import AttributeSpec
+    from deepobfuscator.training.modules import build_modules
 
     images = torch.rand(4, 3, 32, 32)
     for name in ("encoder", "noisy", "dp"):
         cfg = configure(preset("tiny"), name)
-        cfg.meta["feature_shape"] = list(feature_shape(cfg))
-        from deepobfuscator.data.index import AttributeSpec
-
         modules = build_modules(cfg, [AttributeSpec("Smiling", 2)], [AttributeSpec("Male", 2)])
         modules.set_trainable()
         with torch.no_grad():
