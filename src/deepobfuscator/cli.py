@@ -159,14 +159,15 @@ def _load_registrars() -> None:
             COMMAND_REGISTRARS.append(registrar)
 
 
-# Modules that define `register_cli(subparsers)`; each keeps its parse->call->print wrapper small.
+# Modules that define `register_cli(subparsers)`: each component keeps its small
+# parse -> call -> print wrapper beside it, so cli.py stays a table of contents.
 CLI_MODULES: list[str] = [
-    "deepobfuscator.deploy.command",
+    "deepobfuscator.attacks.command",    # attack
+    "deepobfuscator.baselines.command",  # baseline, sweep
+    "deepobfuscator.report.command",     # report
+    "deepobfuscator.deploy.command",     # export, bench-device, serve, client
+    "deepobfuscator.text.command",       # text-train, text-check
 ]
-
-CLI_MODULES.append("deepobfuscator.text.command")
-CLI_MODULES += ["deepobfuscator.baselines.command", "deepobfuscator.report.command"]
-CLI_MODULES.append("deepobfuscator.attacks.command")
 
 
 def main(argv: list[str] | None = None) -> int:
