@@ -238,19 +238,24 @@ def register_preset(name: str, factory: Any) -> None:
     PRESETS[name] = factory
 
 
-def preset(name: str) -> RunConfig:
-    """The named preset as a fresh config."""
-    if name not in PRESETS:
-        hint = difflib.get_close_matches(name, list(PRESETS), n=1)
+def lookup_preset(table: dict[str, Any], name: str, kind: str = "preset") -> Any:
+    """``table[name]()`` with a close-name suggestion for unknown names."""
+    if name not in table:
+        hint = difflib.get_close_matches(name, list(table), n=1)
         raise ConfigError(
-            f"unknown preset '{name}' (known: {', '.join(sorted(PRESETS))})"
+            f"unknown {kind} '{name}' (known: {', '.join(sorted(table))})"
             + (f"; did you mean '{hint[0]}'?" if hint else "")
         )
-    return PRESETS[name]()
+    return table[name]()
 
 
-def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
-    """Apply ``section.key=value`` overrides (values parsed as YAML) and return a new config."""
+def preset(name: str) -> RunConfig:
+    """The named preset as a fresh config."""
+    return lookup_preset(PRESETS, name)
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """Apply ``section.key=value`` overrides (values parsed as YAML); returns a new config of cfg's type."""
     raw = cfg.to_dict()
     for item in overrides:
         if "=" not in item:
@@ -263,7 +268,7 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
                 raise ConfigError(f"override '{item}': '{part}' is not a config section")
             node = node[part]
         node[parts[-1]] = yaml.safe_load(value)
-    return RunConfig.from_dict(raw)
+    return type(cfg).from_dict(raw)
 
 
 def load_config(path: Path) -> RunConfig:

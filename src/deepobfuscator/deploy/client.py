@@ -16,41 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from ..imaging import load_image  # the training resize, without torch
 from .wire import TRANSPORTS, encode_features
 
 
 class ClientError(ValueError):
     """A request the service refused or could not be reached for (message names the URL)."""
-
-
-def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """``uint8 [H, W, 3]``: RGB, centre-crop to the H:W ratio, bicubic resize (as `data.cache.load_image`)."""
-    height, width = size
-    try:
-        with Image.open(path) as img:
-            img.draft("RGB", (width * 2, height * 2))
-            img = img.convert("RGB")
-            img.load()
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{path}: image file not found") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"{path}: cannot decode image: {exc}") from exc
-    src_w, src_h = img.size
-    ratio = width / height
-    if abs(src_w / src_h - ratio) > 1e-3:
-        if src_w / src_h > ratio:
-            new_w = round(src_h * ratio)
-            left = (src_w - new_w) // 2
-            img = img.crop((left, 0, left + new_w, src_h))
-        else:
-            new_h = round(src_w / ratio)
-            top = (src_h - new_h) // 2
-            img = img.crop((0, top, src_w, top + new_h))
-    if img.size != (width, height):
-        img = img.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=2.0)
-    return np.asarray(img, dtype=np.uint8)
 
 
 class LocalObfuscator:

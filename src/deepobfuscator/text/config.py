@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import yaml
 
-from ..config import ConfigError
+from ..config import ConfigError, apply_overrides, lookup_preset
 
 
 @dataclass
@@ -146,28 +146,12 @@ TEXT_PRESETS: dict[str, Callable[[], TextRunConfig]] = {
 
 def text_preset(name: str) -> TextRunConfig:
     """The named text preset as a fresh config."""
-    if name not in TEXT_PRESETS:
-        hint = difflib.get_close_matches(name, list(TEXT_PRESETS), n=1)
-        raise ConfigError(f"unknown text preset '{name}' (known: {', '.join(sorted(TEXT_PRESETS))})"
-                          + (f"; did you mean '{hint[0]}'?" if hint else ""))
-    return TEXT_PRESETS[name]()
+    return lookup_preset(TEXT_PRESETS, name, "text preset")
 
 
 def apply_text_overrides(cfg: TextRunConfig, overrides: list[str]) -> TextRunConfig:
     """Apply ``section.key=value`` overrides (values parsed as YAML)."""
-    raw = cfg.to_dict()
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form section.key=value")
-        key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = raw
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"override '{item}': '{part}' is not a text config section")
-            node = node[part]
-        node[parts[-1]] = yaml.safe_load(value)
-    return TextRunConfig.from_dict(raw)
+    return apply_overrides(cfg, overrides)
 
 
 def load_text_config(path: Path) -> TextRunConfig:
