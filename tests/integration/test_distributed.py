@@ -98,7 +98,7 @@ def _worker(rank: int, port: int, cfg: dict, out: str, rec_dir: str, resume: boo
 def _spawn(cfg: RunConfig, out: Path, rec_dir: Path, resume: bool) -> list[dict[str, Any]]:
     mp.spawn(_worker, args=(_free_port(), cfg.to_dict(), str(out), str(rec_dir), resume), nprocs=WORLD, join=True)
     tag = "resume" if resume else "first"
-    return [torch.load(rec_dir / f"rank{r}-{tag}.pt", weights_only=False) for r in range(WORLD)]
+    return [torch.load(rec_dir / f"rank{r}-{tag}.pt", weights_only=True) for r in range(WORLD)]
 
 
 def test_two_gloo_ranks_match_single_process(tiny_cfg: RunConfig, tmp_path: Path) -> None:
