@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .index import AttributeSpec, DataError, DatasetIndex
+from .index import AttributeSpec, DataError, DatasetIndex, read_lines
 
 IMAGE_DIR = "img_align_celeba"
 ATTR_FILE = "list_attr_celeba.txt"
@@ -19,12 +19,7 @@ IDENTITY_FILE = "identity_CelebA.txt"
 
 
 def _lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8", errors="strict").splitlines()
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found (expected the official CelebA layout)") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a text file ({exc})") from exc
+    return read_lines(path, " (expected the official CelebA layout)")
 
 
 def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:

@@ -13,6 +13,16 @@ class DataError(ValueError):
     """Bad or missing dataset input; the message names the file (and line) at fault."""
 
 
+def read_lines(path: Path, missing_hint: str = "") -> list[str]:
+    """A UTF-8 text file's lines (any line ending); DataError naming the file if absent or not text."""
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="strict").splitlines()
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: file not found{missing_hint}") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a UTF-8 text file ({exc})") from exc
+
+
 @dataclass(frozen=True)
 class AttributeSpec:
     """One predicted attribute: binary (BCE, one logit) or multi-class (CE, one logit per class)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .index import AttributeSpec, DataError, DatasetIndex
+from .index import AttributeSpec, DataError, DatasetIndex, read_lines
 
 IMAGE_DIRS = ("lfw-deepfunneled", "lfw_funneled", "lfw-funneled", "lfw")
 ATTR_FILE = "lfw_attributes.txt"
@@ -36,15 +36,6 @@ def normalise_name(name: str) -> str:
 def image_name(person: str, number: int) -> str:
     """The LFW file name of image ``number`` of ``person`` (spaces or underscores in the name)."""
     return f"{person.strip().replace(' ', '_')}_{number:04d}.jpg"
-
-
-def _lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8", errors="strict").splitlines()
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file ({exc})") from exc
 
 
 def _examples(names: list[str] | set[str]) -> str:
@@ -83,7 +74,7 @@ def list_images(image_dir: Path) -> tuple[list[Path], list[str]]:
 def read_name_list(path: Path) -> list[tuple[int, str]]:
     """(line number, image file name) of a per-image list such as ``male_names.txt``; blank lines skipped."""
     out = []
-    for lineno, line in enumerate(_lines(path), start=1):
+    for lineno, line in enumerate(read_lines(path), start=1):
         name = line.strip()
         if not name:
             continue
@@ -99,7 +90,7 @@ def read_lfw_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray, l
 
     An image listed twice with different binarised values is a conflict: it is left out and noted.
     """
-    lines = _lines(path)
+    lines = read_lines(path)
     header: tuple[int, list[str]] | None = None
     rows: dict[str, list[int]] = {}
     conflicts: set[str] = set()
