@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from ..progress import progress_bar, progress_write
 
 from ..config import ConfigError
 from ..data.index import AttributeSpec, DataError
@@ -337,7 +337,7 @@ class TextTrainer:
                 continue
             loader = self.data.batches("train", t.batch_size, shuffle=True, seed=t.seed * 1000 + stage, drop_last=True)
             started = time.perf_counter()
-            bar = tqdm(loader.epoch(pos["epoch"]), total=len(loader), disable=not self.progress, leave=False,
+            bar = progress_bar(loader.epoch(pos["epoch"]), total=len(loader), disable=not self.progress, leave=False,
                        desc=f"{STAGES[stage]} {pos['epoch'] + 1}/{self.epochs(stage)}", unit="batch")
             for step, batch in enumerate(bar):
                 losses = self.step(stage, batch.to(self.device), step)
@@ -350,7 +350,7 @@ class TextTrainer:
                       "batches": len(loader), **self.evaluate(stage, "val", t.max_val_examples)}
             self._log(record)
             if self.progress:
-                tqdm.write(json.dumps(record))
+                progress_write(json.dumps(record))
             pos["epoch"] += 1
             save_checkpoint(self.run.checkpoints, self.modules, self.optimizers, dict(pos))
         save_modules(self.modules, self.run.final, metadata={"run": self.cfg.name, "modality": "text"})

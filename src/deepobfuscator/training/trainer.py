@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from ..progress import progress_bar, progress_write
 
 from ..config import RunConfig
 from ..data import Batch, PreparedData
@@ -271,7 +271,7 @@ class Trainer:
                                       drop_last=True, rank=self.sync.rank, world=self.sync.world)
             step_fn = self.stage_step(pos.stage)
             name = STAGES[pos.stage]
-            bar = tqdm(total=len(loader), initial=pos.step, disable=not self.progress or self.sync.rank != 0,
+            bar = progress_bar(total=len(loader), initial=pos.step, disable=not self.progress or self.sync.rank != 0,
                        desc=f"{name} {pos.epoch + 1}/{self.epochs(pos.stage)}", unit="batch", leave=False)
             started, steps_timed = time.perf_counter(), 0
             for batch in loader.epoch(pos.epoch, start=pos.step):
@@ -292,7 +292,7 @@ class Trainer:
                     "seconds_per_batch": seconds / max(steps_timed, 1), "batches": len(loader), **val}
             self._log(last)
             if self.progress and self.sync.rank == 0:
-                tqdm.write(format_metrics(last))
+                progress_write(format_metrics(last))
             pos.epoch, pos.step = pos.epoch + 1, 0
             self._checkpoint()
         if self.sync.rank == 0:
