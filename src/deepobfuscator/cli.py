@@ -166,6 +166,7 @@ CLI_MODULES: list[str] = [
     "deepobfuscator.baselines.command",  # baseline, sweep
     "deepobfuscator.report.command",     # report
     "deepobfuscator.deploy.command",     # export, bench-device, serve, client
+    "deepobfuscator.deploy.inspect_command",  # inspect
     "deepobfuscator.text.command",       # text-train, text-check
 ]
 

@@ -17,6 +17,7 @@ from ..metrics import classification_report
 from ..models import build_classifier
 from .base import AttackContext, attacker_seed
 from .features import FeatureSet
+from .saved import build_spec
 
 
 @torch.no_grad()
@@ -86,12 +87,17 @@ class AttributeAttack:
         out = {}
         m = ctx.cfg.model
         channels, h, w = train.features.shape[1:]
+        self.fitted = {}
         for spec in specs:
             seed = attacker_seed(ctx.settings.seed, self.name, spec.name)
             torch.manual_seed(seed)
-            model = build_classifier(self.architecture, channels, (h, w), spec.num_outputs, width=m.width,
-                                     fc_width=m.fc_width, batch_norm=m.batch_norm, dropout=m.dropout)
+            args = dict(in_channels=channels, feature_hw=(h, w), num_outputs=spec.num_outputs, width=m.width,
+                        fc_width=m.fc_width, batch_norm=m.batch_norm, dropout=m.dropout)
+            model = build_classifier(self.architecture, **args)
             stats = train_classifier(model, train, spec, ctx, seed, desc=f"attack {self.name} {spec.name}")
+            self.fitted[f"{self.name}.{spec.name}"] = (model, build_spec(
+                "classifier", self.architecture, args, attacker=self.name, kind=self.kind, attribute=spec.name,
+                num_classes=spec.num_classes, classes=list(spec.classes) if spec.classes else None))
             logits = predict_logits(model, test, ctx)
             report = score_logits(logits, test.labels(spec.name), spec, ctx.settings.bootstrap, seed)
             out[spec.name] = {**report, "training": stats}

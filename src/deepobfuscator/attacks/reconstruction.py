@@ -16,6 +16,7 @@ from ..metrics import image_quality_report, ms_ssim_per_image, psnr
 from ..models import build_reconstructor
 from .base import AttackContext, Reconstruct, attacker_seed
 from .features import FeatureSet
+from .saved import build_spec
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -83,10 +84,13 @@ class LearnedReconstruction:
         torch.manual_seed(seed)
         m = ctx.cfg.model
         channels, h, w = train.features.shape[1:]
-        model = build_reconstructor(self.architecture, channels, (h, w), ctx.image_size, width=m.width,
-                                    batch_norm=m.batch_norm)
+        args = dict(in_channels=channels, feature_hw=(h, w), image_size=ctx.image_size, width=m.width,
+                    batch_norm=m.batch_norm)
+        model = build_reconstructor(self.architecture, **args)
         stats = train_reconstructor(model, train, ctx, seed, desc=f"attack {self.name}")
         stats["parameters"] = sum(p.numel() for p in model.parameters())
+        self.fitted = {self.name: (model, build_spec("reconstructor", self.architecture, args, attacker=self.name,
+                                                     kind=self.kind))}
         return (lambda feats: _predict(model, feats)), stats
 
 

@@ -142,6 +142,23 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer every refusal (:class:`wire.WireError`, unknown route, unexpected failure) as ``ErrorResponse``."""
+
+    @app.exception_handler(wire.WireError)
+    async def _wire_error(_: Request, exc: wire.WireError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        return _error(500, "internal", f"{type(exc).__name__}: {exc}")
+
+
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _PREDICT_BODY = {
     "requestBody": {
@@ -177,19 +194,7 @@ def create_app(model: ServiceModel, max_body_bytes: int = DEFAULT_MAX_BODY,
                                       "max_batch": max_batch, "feature_shape": model.feature_shape,
                                       "content_types": list(wire.CONTENT_TYPES)}}
     names = [a["name"] for a in model.attributes]
-
-    @app.exception_handler(wire.WireError)
-    async def _wire_error(_: Request, exc: wire.WireError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception) -> JSONResponse:
-        return _error(500, "internal", f"{type(exc).__name__}: {exc}")
+    add_error_handlers(app)
 
     @app.get("/healthz", response_model=Health, summary="liveness")
     async def healthz() -> Health:
