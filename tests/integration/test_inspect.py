@@ -268,6 +268,7 @@ return [img.naturalWidth, img.naturalHeight, Array.from(ctx.getImageData(0, 0, c
 def test_inspect_page_in_headless_chromium(inspect_server: str, inspect_runs: dict[str, Path], face: Path,
                                            tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = _chrome()
@@ -321,5 +322,10 @@ def test_inspect_page_in_headless_chromium(inspect_server: str, inspect_runs: di
         WebDriverWait(driver, 60).until(lambda d: error.is_displayed())
         assert "HTTP 400" in error.text and "corrupt_image" in error.text and "broken.jpg" in error.text
         assert "Could not inspect broken.jpg" in driver.find_element(By.ID, "status").text
+
+        example = driver.find_elements(By.CSS_SELECTOR, "#examples button")[0]  # keyboard only: Tab there, Enter
+        example.send_keys(Keys.ENTER)
+        WebDriverWait(driver, 120).until(lambda d: body.get_attribute("data-results") == "2")
+        assert not error.is_displayed() and "synthetic-face-1.jpg" in driver.find_element(By.ID, "status").text
     finally:
         driver.quit()

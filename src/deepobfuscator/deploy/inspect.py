@@ -163,11 +163,9 @@ class InspectedRun:
 
     def describe(self) -> dict[str, Any]:
         """What the page shows before any upload."""
-        out: dict[str, Any] = {"run": self.name, "path": str(self.path), "method": self.cfg.method,
-                               "image_size": list(self.image_size), "attributes": [a["name"] for a in self.attributes],
-                               "private": self.private, "attacked": bool(self.attackers),
-                               "command": self.attack_command}
-        return out
+        return {"run": self.name, "path": str(self.path), "method": self.cfg.method,
+                "image_size": list(self.image_size), "attributes": [a["name"] for a in self.attributes],
+                "private": self.private, "attacked": bool(self.attackers), "command": self.attack_command}
 
 
 def load_inspected_run(run_dir: Path, device: str = "cpu") -> InspectedRun:
