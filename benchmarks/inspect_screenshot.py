@@ -96,7 +96,8 @@ def main() -> int:
                   f"(first {times[0]:.0f}, min {min(times):.0f}, max {max(times):.0f}); last: "
                   f"{driver.find_element(By.ID, 'status').text}")
             height = driver.execute_script("return document.documentElement.scrollHeight")
-            driver.set_window_size(args.width, height + 20)
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",  # the whole page as one viewport
+                                   {"width": args.width, "height": height, "deviceScaleFactor": 1, "mobile": False})
             time.sleep(0.5)
             raw = Path(tmp) / "raw.png"
             driver.save_screenshot(str(raw))

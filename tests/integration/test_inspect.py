@@ -184,6 +184,18 @@ def test_inspect_schema_pages_and_examples(client: httpx.Client) -> None:
     assert [r["attacked"] for r in runs["runs"]] == [True, True, False] and runs["examples"] == 2
 
 
+def test_a_run_attacked_before_attackers_were_saved_asks_for_a_retrain(inspect_runs: dict[str, Path],
+                                                                        tmp_path: Path, face: Path) -> None:
+    old = tmp_path / "old-attack"
+    shutil.copytree(inspect_runs["seed0"], old)
+    for fitted in old.glob("attack/*/fitted"):
+        shutil.rmtree(fitted)
+    run = load_inspected_run(old)
+    assert run.describe()["attacked"] is False and run.attack_command == f"deepobf attack {old} --retrain"
+    eaves = inspect_mod.inspect_pixels(run, load_image(face, run.image_size)).eavesdropper
+    assert not eaves.attacked and "before attackers were saved" in eaves.note and eaves.reconstruction is None
+
+
 def test_inspect_cli_names_a_bad_run(tmp_path: Path, capsys) -> None:
     assert main(["inspect", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err

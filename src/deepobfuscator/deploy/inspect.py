@@ -248,7 +248,7 @@ def _eavesdropper(run: InspectedRun, features: torch.Tensor, image: torch.Tensor
 def inspect_pixels(run: InspectedRun, pixels: np.ndarray) -> RunInspection:
     """Everything the page shows for one run, given the image as this run's pipeline sees it (``uint8 [H, W, 3]``)."""
     started = time.perf_counter()
-    image = images_to_tensor(pixels[None])
+    image = images_to_tensor(np.array(pixels[None]))  # a writable copy: decoded images may be read-only
     features = obfuscate(run.cfg, run.modules, image).float()
     array = features[0].numpy()
     mosaic, shown = feature_mosaic(array)
@@ -290,7 +290,7 @@ def check_upload(body: bytes, filename: str | None = None) -> UploadInfo:
 def decode_upload(body: bytes, size: tuple[int, int], filename: str | None = None) -> np.ndarray:
     """The uploaded image as a pipeline of input ``size`` sees it (:func:`imaging.load_image`); 400 if corrupt."""
     try:
-        return np.array(load_image(io.BytesIO(body), size))  # type: ignore[arg-type]  # PIL reads file objects
+        return load_image(io.BytesIO(body), size)  # type: ignore[arg-type]  # PIL reads file objects too
     except ImageError as exc:
         reason = exc.__cause__ or exc
         label = f"upload {filename!r}" if filename else "upload"

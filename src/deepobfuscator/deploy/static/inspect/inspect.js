@@ -117,13 +117,14 @@ function renderRun(col, result, index, upload) {
     parts.push(el("figure", {},
       el("img", { class: "pix recon", src: r.image_png, width: String(w), height: String(h),
         alt: `What the ${r.attacker} reconstructor rebuilds from the intercepted features (MS-SSIM ${fmt(r.ms_ssim)})` }),
-      el("figcaption", {}, "Reconstruction by ", el("b", { text: r.attacker }), ": MS-SSIM to the input ",
-        el("span", { class: "msssim", text: fmt(r.ms_ssim) }),
-        `; on the ${ev.split} split ${fmt(r.test_ms_ssim)}${ci(r.test_ms_ssim_ci95)}` +
-        (r.best_overall && r.best_overall !== r.attacker ? ` (best overall: ${r.best_overall}, not saved)` : ""))));
+      el("figcaption", {}, "Reconstruction by ", el("b", { text: r.attacker }), el("br"),
+        "MS-SSIM to this input: ", el("span", { class: "msssim", text: fmt(r.ms_ssim) }), el("br"),
+        `${ev.split}-split mean: ${fmt(r.test_ms_ssim)}`, el("br"),
+        el("span", { class: "ci", text: ci(r.test_ms_ssim_ci95).trim() ? `95% CI ${ci(r.test_ms_ssim_ci95).trim()}` : "" }),
+        r.best_overall && r.best_overall !== r.attacker ? ` (best overall: ${r.best_overall}, not saved)` : null)));
   }
   const table = el("table", {}, el("tr", {},
-    el("th", { scope: "col", text: "private attribute" }), el("th", { scope: "col", text: "guessed P" }),
+    el("th", { scope: "col", text: "private attribute" }), el("th", { scope: "col", text: "guessed P(yes)" }),
     el("th", { scope: "col", text: `balanced acc. (${ev.split})` }), el("th", { scope: "col", text: "majority" })));
   for (const g of ev.attributes) {
     table.append(el("tr", {}, el("td", {}, g.name, el("br"), el("small", { text: `by ${g.attacker}` })),
