@@ -7,34 +7,31 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepobfuscator.attacks.saved import build_spec, load_attacker, load_attackers, rebuild, save_attacker, take_fitted
-from deepobfuscator.models import build_classifier, build_reconstructor
-from deepobfuscator.registry import UnknownNameError
+from deepobfuscator.attacks.saved import build_model, load_attacker, load_attackers, model_build, rebuild, save_attacker
 from deepobfuscator.runs import RunError
 
-RECON_ARGS = dict(in_channels=8, feature_hw=(4, 4), image_size=(16, 16), width=0.0625, batch_norm=True)
-CLF_ARGS = dict(in_channels=8, feature_hw=(4, 4), num_outputs=1, width=0.0625, fc_width=8, batch_norm=True, dropout=0.5)
+RECON = model_build("reconstructor", "urec1", (8, 4, 4), image_size=(16, 16), width=0.0625, batch_norm=True)
+LINEAR = model_build("classifier", "linear", (8, 4, 4), num_outputs=1, width=0.0625, fc_width=8, batch_norm=True,
+                     dropout=0.5)
 
 
 def _fitted_reconstructor() -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(3)
-    model = build_reconstructor("urec1", **RECON_ARGS)
+    model = build_model(RECON)
     with torch.no_grad():  # weights and BatchNorm statistics that differ from a fresh build
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
         for name, buf in model.named_buffers():
             if name.endswith("running_mean"):
                 buf.add_(torch.randn_like(buf))
-    spec = build_spec("reconstructor", "urec1", RECON_ARGS, attacker="urec1", kind="reconstruction",
-                      settings={"epochs": 1})
-    return model.eval(), spec
+    return model.eval(), {"kind": "reconstruction", "model": RECON, "settings": {"epochs": 1}}
 
 
 def test_saved_attacker_round_trips_weights_and_spec(tmp_path: Path) -> None:
     model, spec = _fitted_reconstructor()
     save_attacker(tmp_path, "urec1", model, spec)
     loaded, got = load_attacker(tmp_path, "urec1")
-    assert got["factory"] == "reconstructor" and got["args"]["feature_hw"] == [4, 4] and got["name"] == "urec1"
+    assert got["model"]["role"] == "reconstructor" and got["model"]["image_size"] == [16, 16] and got["name"] == "urec1"
     x = torch.randn(2, 8, 4, 4)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
@@ -42,29 +39,33 @@ def test_saved_attacker_round_trips_weights_and_spec(tmp_path: Path) -> None:
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
 
 
-def test_build_spec_rejects_unknown_factories_and_broken_files(tmp_path: Path) -> None:
-    with pytest.raises(UnknownNameError, match="did you mean 'classifier'"):
-        build_spec("clasifier", "linear", CLF_ARGS)
-    with pytest.raises(RunError, match="no saved attacker 'vgg.Male'"):
-        load_attacker(tmp_path, "vgg.Male")
-    save_attacker(tmp_path, "linear.Male", build_classifier("linear", **CLF_ARGS), build_spec("classifier", "linear",
-                                                                                             CLF_ARGS))
-    (tmp_path / "fitted" / "linear.Male.json").write_text("{")
-    with pytest.raises(RunError, match="linear.Male.json: not valid JSON"):
-        load_attacker(tmp_path, "linear.Male")
+def test_attribute_attackers_round_trip_one_model_per_attribute(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    models = torch.nn.ModuleDict({"Male": build_model(LINEAR), "Young": build_model(LINEAR)})
+    spec = {"kind": "attribute", "attributes": {"Male": LINEAR, "Young": LINEAR}, "through_classifier": False}
+    save_attacker(tmp_path, "linear", models, spec)
+    loaded, _ = load_attacker(tmp_path, "linear")
+    x = torch.randn(3, 8, 4, 4)
+    with torch.no_grad():
+        for name in ("Male", "Young"):
+            torch.testing.assert_close(loaded[name](x), models[name].eval()(x))
+
+
+def test_broken_specs_and_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="role"):
+        model_build("decoder", "mirror", (8, 4, 4))
+    with pytest.raises(RunError, match="no saved attacker 'vgg'"):
+        load_attacker(tmp_path, "vgg")
+    save_attacker(tmp_path, "linear", torch.nn.ModuleDict({"Male": build_model(LINEAR)}),
+                  {"kind": "attribute", "attributes": {"Male": LINEAR}})
+    (tmp_path / "fitted" / "linear.json").write_text("{")
+    with pytest.raises(RunError, match="linear.json: not valid JSON"):
+        load_attacker(tmp_path, "linear")
+    (tmp_path / "fitted" / "linear.json").write_text('{"kind": "attribute"}')
+    with pytest.raises(RunError, match="cannot rebuild"):
+        load_attacker(tmp_path, "linear")
     with pytest.raises(ValueError, match="file name"):
-        save_attacker(tmp_path, "../x", build_classifier("linear", **CLF_ARGS), build_spec("classifier", "linear",
-                                                                                         CLF_ARGS))
-
-
-def test_take_fitted_hands_modules_over_once() -> None:
-    class Attacker:
-        fitted = {"linear.Male": ("module", {"factory": "classifier"})}
-
-    attacker = Attacker()
-    assert take_fitted(attacker) == {"linear.Male": ("module", {"factory": "classifier"})}
-    assert take_fitted(attacker) == {}
-    assert take_fitted(object()) == {}
+        save_attacker(tmp_path, "../x", build_model(LINEAR), {"kind": "attribute", "attributes": {}})
 
 
 def _attack_json(run: Path, work: Path, settings: dict) -> None:
@@ -73,7 +74,8 @@ def _attack_json(run: Path, work: Path, settings: dict) -> None:
         "split": "test", "eval_images": 10, "work_dir": str(Path("/elsewhere/attack") / work.name),
         "reconstruction": {"best_attacker": "inversion", "per_attacker": {
             "urec1": {"ms_ssim": 0.5, "n": 10}, "inversion": {"ms_ssim": 0.6, "n": 2}}},
-        "privacy": {"Male": {"per_attacker": {"linear": {"balanced_accuracy": 0.6, "majority_rate": 0.55}}}},
+        "privacy": {"Male": {"per_attacker": {"linear": {"balanced_accuracy": 0.6, "majority_rate": 0.55},
+                                              "oracle": {"balanced_accuracy": 0.7, "floor": True}}}},
     }))
 
 
@@ -88,7 +90,7 @@ def test_load_attackers_reads_the_latest_attack_and_skips_stale_weights(tmp_path
     found = load_attackers(run)
     assert found and found.best_reconstructor == "inversion" and found.split == "test"
     assert [a.attacker for a in found.reconstructors] == ["urec1"] and found.reconstructors[0].metrics["ms_ssim"] == 0.5
-    assert sorted(found.unsaved) == ["inversion", "linear.Male"] and found.attributes == {"Male": []}
+    assert sorted(found.unsaved) == ["inversion", "linear"] and found.attributes == {"Male": []}
     _attack_json(run, work, {"epochs": 5})  # the stored result was refitted with other settings since
     stale = load_attackers(run)
     assert not stale and "urec1" in stale.unsaved

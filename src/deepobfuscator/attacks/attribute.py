@@ -14,10 +14,9 @@ from ..progress import progress_bar
 from ..data import AttributeSpec
 from ..losses import attribute_loss, predictions, probabilities
 from ..metrics import classification_report
-from ..models import build_classifier
 from .base import AttackContext, attacker_seed
 from .features import FeatureSet
-from .saved import build_spec
+from .saved import build_model, model_build
 
 
 @torch.no_grad()
@@ -87,18 +86,24 @@ class AttributeAttack:
         out = {}
         m = ctx.cfg.model
         channels, h, w = train.features.shape[1:]
-        self.fitted = {}
+        self.models, self.builds = {}, {}
         for spec in specs:
             seed = attacker_seed(ctx.settings.seed, self.name, spec.name)
             torch.manual_seed(seed)
-            args = dict(in_channels=channels, feature_hw=(h, w), num_outputs=spec.num_outputs, width=m.width,
-                        fc_width=m.fc_width, batch_norm=m.batch_norm, dropout=m.dropout)
-            model = build_classifier(self.architecture, **args)
+            build = model_build("classifier", self.architecture, (channels, h, w), num_outputs=spec.num_outputs,
+                                width=m.width, fc_width=m.fc_width, batch_norm=m.batch_norm, dropout=m.dropout)
+            model = build_model(build)
             stats = train_classifier(model, train, spec, ctx, seed, desc=f"attack {self.name} {spec.name}")
-            self.fitted[f"{self.name}.{spec.name}"] = (model, build_spec(
-                "classifier", self.architecture, args, attacker=self.name, kind=self.kind, attribute=spec.name,
-                num_classes=spec.num_classes, classes=list(spec.classes) if spec.classes else None))
+            self.models[spec.name], self.builds[spec.name] = model, build
             logits = predict_logits(model, test, ctx)
             report = score_logits(logits, test.labels(spec.name), spec, ctx.settings.bootstrap, seed)
             out[spec.name] = {**report, "training": stats}
         return out
+
+    def state(self) -> tuple[nn.Module, dict[str, Any]] | None:
+        """The models fitted by the last :meth:`attack` (one per private attribute) and their build specs,
+        handed over once (None: nothing fitted since)."""
+        models, self.models = getattr(self, "models", {}), {}
+        if not models:
+            return None
+        return nn.ModuleDict(models), {"kind": self.kind, "attributes": dict(self.builds), "through_classifier": False}

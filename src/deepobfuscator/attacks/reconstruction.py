@@ -13,10 +13,9 @@ from ..progress import progress_bar
 
 from ..losses import reconstruction_loss
 from ..metrics import image_quality_report, ms_ssim_per_image, psnr
-from ..models import build_reconstructor
 from .base import AttackContext, Reconstruct, attacker_seed
 from .features import FeatureSet
-from .saved import build_spec
+from .saved import build_model, model_build
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -84,14 +83,18 @@ class LearnedReconstruction:
         torch.manual_seed(seed)
         m = ctx.cfg.model
         channels, h, w = train.features.shape[1:]
-        args = dict(in_channels=channels, feature_hw=(h, w), image_size=ctx.image_size, width=m.width,
-                    batch_norm=m.batch_norm)
-        model = build_reconstructor(self.architecture, **args)
+        build = model_build("reconstructor", self.architecture, (channels, h, w), image_size=ctx.image_size,
+                            width=m.width, batch_norm=m.batch_norm)
+        model = build_model(build)
         stats = train_reconstructor(model, train, ctx, seed, desc=f"attack {self.name}")
         stats["parameters"] = sum(p.numel() for p in model.parameters())
-        self.fitted = {self.name: (model, build_spec("reconstructor", self.architecture, args, attacker=self.name,
-                                                     kind=self.kind))}
+        self.fitted = (model, {"kind": self.kind, "model": build})
         return (lambda feats: _predict(model, feats)), stats
+
+    def state(self) -> tuple[nn.Module, dict[str, Any]] | None:
+        """The last fitted reconstructor and its build spec, handed over once (None: nothing fitted since)."""
+        fitted, self.fitted = getattr(self, "fitted", None), None
+        return fitted
 
 
 def evaluate_reconstruction(reconstruct: Reconstruct, test: FeatureSet, rows: np.ndarray, keep_rows: np.ndarray,

@@ -1,10 +1,17 @@
 """Fitted attackers kept on disk, so that what an eavesdropper recovers can be shown for a new image.
 
-`deepobf attack` saves every learned attacker right after fitting it, in its work directory
-``RUN/attack/<tag>/fitted/``: ``<name>.safetensors`` (the weights) and ``<name>.json`` (the build
-spec: which registered model factory and which arguments rebuild the module, which attacker and
-attribute it is, and the attack settings it was fitted with). :func:`load_attackers` rebuilds the
-attackers of a run's latest attack (``RUN/attack.json``) beside their test-split metrics from it.
+`deepobf attack` hands every learned attacker to :func:`save_attacker` right after fitting it, as
+``(work_dir, name, module, spec)`` with the attacker's ``state()``:
+
+- a reconstructor: its module and ``{"kind": "reconstruction", "model": BUILD}``;
+- an attribute attacker: an ``nn.ModuleDict`` with one model per private attribute and
+  ``{"kind": "attribute", "attributes": {ATTRIBUTE: BUILD}, "through_classifier": false}``;
+
+where ``BUILD`` says which registered model factory and arguments rebuild the untrained model
+(:func:`model_build`, :func:`build_model`). Files: ``RUN/attack/<tag>/fitted/<name>.safetensors`` and
+``<name>.json``. :func:`load_attackers` rebuilds the attackers of a run's latest attack
+(``RUN/attack.json``) beside their metrics on its evaluation split; floors (attackers that see no
+features, or C's outputs instead of the features) are not eavesdroppers and are left out.
 """
 from __future__ import annotations
 
@@ -12,44 +19,46 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
 from ..models import build_classifier, build_reconstructor
-from ..registry import Registry
 from ..runs import RunError
 from ..training.checkpoint import load_modules, save_modules
 from ..utils import atomic_write_json
 
 FITTED_DIR = "fitted"
-SPEC_VERSION = 1
-
-# factory name in a build spec -> the registered builder it calls with the spec's architecture and args
-MODEL_FACTORIES: Registry[Callable[..., nn.Module]] = Registry("attacker model factory")
-MODEL_FACTORIES.add("reconstructor", build_reconstructor, "features -> image (deepobfuscator.models registry)")
-MODEL_FACTORIES.add("classifier", build_classifier, "features -> attribute logits (deepobfuscator.models registry)")
 
 
-def build_spec(factory: str, architecture: str, args: dict[str, Any], **about: Any) -> dict[str, Any]:
-    """A JSON-ready description that :func:`rebuild` turns back into the (untrained) module."""
-    MODEL_FACTORIES.get(factory)
+def model_build(role: str, architecture: str, feature_shape: tuple[int, ...], **args: Any) -> dict[str, Any]:
+    """The JSON-able build spec of an attack model: ``role`` (reconstructor or classifier), the registered
+    ``architecture``, the feature shape it reads and the factory's other arguments."""
+    if role not in ("reconstructor", "classifier"):
+        raise ValueError(f"attack model role must be 'reconstructor' or 'classifier', got {role!r}")
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
-    return {"spec_version": SPEC_VERSION, "factory": factory, "architecture": architecture, "args": plain, **about}
+    return {"role": role, "architecture": architecture, "feature_shape": list(feature_shape), **plain}
+
+
+def build_model(build: dict[str, Any]) -> nn.Module:
+    """The untrained model a build spec describes (a registered reconstructor or feature classifier)."""
+    c, h, w = (int(d) for d in build["feature_shape"])
+    if build["role"] == "reconstructor":
+        return build_reconstructor(build["architecture"], c, (h, w), tuple(build["image_size"]),
+                                   width=build["width"], batch_norm=build["batch_norm"])
+    if build["role"] == "classifier":
+        return build_classifier(build["architecture"], c, (h, w), build["num_outputs"], width=build["width"],
+                                fc_width=build["fc_width"], batch_norm=build["batch_norm"], dropout=build["dropout"])
+    raise ValueError(f"attack model spec: unknown role {build['role']!r} (reconstructor or classifier)")
 
 
 def rebuild(spec: dict[str, Any]) -> nn.Module:
-    """The module a build spec describes, freshly initialised."""
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["args"].items()}
-    return MODEL_FACTORIES.get(spec["factory"])(spec["architecture"], **args)
-
-
-def take_fitted(attacker: Any) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
-    """The modules ``attacker`` fitted in its last call (name -> (module, build spec)), handed over once."""
-    fitted = getattr(attacker, "fitted", None) or {}
-    if hasattr(attacker, "fitted"):
-        attacker.fitted = {}
-    return dict(fitted)
+    """The untrained module an attacker's state spec describes (a model, or a ModuleDict per attribute)."""
+    if spec.get("kind") == "reconstruction" and "model" in spec:
+        return build_model(spec["model"])
+    if spec.get("kind") == "attribute" and "attributes" in spec:
+        return nn.ModuleDict({name: build_model(build) for name, build in spec["attributes"].items()})
+    raise ValueError(f"cannot rebuild an attacker from spec with kind {spec.get('kind')!r} and keys {sorted(spec)}")
 
 
 def _file_stem(name: str) -> str:
@@ -60,7 +69,7 @@ def _file_stem(name: str) -> str:
 
 
 def save_attacker(work_dir: Path, name: str, module: nn.Module, spec: dict[str, Any]) -> Path:
-    """Write ``module``'s weights and its build spec under ``work_dir/fitted/``; return the weights' path."""
+    """Write a fitted attacker's weights and its spec under ``work_dir/fitted/``; return the weights' path."""
     folder = Path(work_dir) / FITTED_DIR
     stem = _file_stem(name)
     weights = folder / f"{stem}.safetensors"
@@ -70,7 +79,7 @@ def save_attacker(work_dir: Path, name: str, module: nn.Module, spec: dict[str, 
 
 
 def load_attacker(work_dir: Path, name: str) -> tuple[nn.Module, dict[str, Any]]:
-    """One saved attacker (eval mode, on CPU) and its build spec."""
+    """One saved attacker (eval mode, no gradients) and its spec."""
     folder = Path(work_dir) / FITTED_DIR
     stem = _file_stem(name)
     spec_path, weights = folder / f"{stem}.json", folder / f"{stem}.safetensors"
@@ -80,10 +89,10 @@ def load_attacker(work_dir: Path, name: str) -> tuple[nn.Module, dict[str, Any]]
         raise RunError(f"{spec_path}: no saved attacker '{name}'") from None
     except json.JSONDecodeError as exc:
         raise RunError(f"{spec_path}: not valid JSON: {exc}") from None
-    for key in ("factory", "architecture", "args"):
-        if key not in spec:
-            raise RunError(f"{spec_path}: build spec lacks '{key}'")
-    module = rebuild(spec)
+    try:
+        module = rebuild(spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{spec_path}: cannot rebuild the attacker: {exc}") from None
     load_modules({"model": module}, weights)
     module.eval().requires_grad_(False)
     return module, spec
@@ -91,14 +100,13 @@ def load_attacker(work_dir: Path, name: str) -> tuple[nn.Module, dict[str, Any]]
 
 @dataclass
 class FittedAttacker:
-    """A saved attacker, rebuilt, with its metrics on the attack's evaluation split."""
+    """A saved attacker's model for one target, rebuilt, with its metrics on the attack's evaluation split."""
 
-    name: str  # file key: the attacker, or "<attacker>.<attribute>" for attribute attackers
     attacker: str
     kind: str  # reconstruction | attribute
     attribute: str | None
-    module: nn.Module
-    spec: dict[str, Any]
+    module: nn.Module  # features -> image in [0, 1] (reconstruction) or logits of ``attribute``
+    build: dict[str, Any]  # the model's build spec
     metrics: dict[str, Any]  # attack.json's per-attacker entry (ms_ssim / balanced_accuracy, majority_rate, ...)
 
 
@@ -109,9 +117,9 @@ class RunAttackers:
     attack_json: Path
     split: str
     eval_images: int | None
-    reconstructors: list[FittedAttacker] = field(default_factory=list)  # best test MS-SSIM first
+    reconstructors: list[FittedAttacker] = field(default_factory=list)  # best evaluation MS-SSIM first
     attributes: dict[str, list[FittedAttacker]] = field(default_factory=dict)  # per private attribute, best first
-    best_reconstructor: str | None = None  # attack.json's best overall (may be a non-learned attacker)
+    best_reconstructor: str | None = None  # attack.json's best overall (may be one that saves nothing)
     unsaved: list[str] = field(default_factory=list)  # in attack.json without matching saved weights (e.g. inversion)
 
     def __bool__(self) -> bool:
@@ -133,14 +141,15 @@ def _stored_settings(work: Path, attacker: str) -> Any:
         return None
 
 
-def _load_matching(work: Path, name: str, attacker: str, unsaved: list[str]) -> tuple[nn.Module, dict] | None:
-    """The saved attacker if its weights exist and were fitted with the settings of the stored result."""
-    if not (work / FITTED_DIR / f"{_file_stem(name)}.safetensors").is_file():
-        unsaved.append(name)
+def _saved(work: Path, attacker: str, unsaved: list[str]) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The saved attacker if its weights exist and, where its spec records them, were fitted with the settings
+    of the stored result (an attacker refitted since, e.g. by an attack written elsewhere with --out, is stale)."""
+    if not (work / FITTED_DIR / f"{_file_stem(attacker)}.safetensors").is_file():
+        unsaved.append(attacker)
         return None
-    module, spec = load_attacker(work, name)
+    module, spec = load_attacker(work, attacker)
     if spec.get("settings") is not None and spec["settings"] != _stored_settings(work, attacker):
-        unsaved.append(name)
+        unsaved.append(attacker)
         return None
     return module, spec
 
@@ -158,18 +167,27 @@ def load_attackers(run_dir: Path) -> RunAttackers | None:
     recon = result.get("reconstruction") or {}
     out = RunAttackers(where, str(result.get("split", "test")), result.get("eval_images"),
                        best_reconstructor=recon.get("best_attacker"))
-    for attacker, metrics in (recon.get("per_attacker") or {}).items():
-        loaded = _load_matching(work, attacker, attacker, out.unsaved)
-        if loaded:
-            out.reconstructors.append(FittedAttacker(attacker, attacker, "reconstruction", None, *loaded, metrics))
+    for name, metrics in (recon.get("per_attacker") or {}).items():
+        if metrics.get("floor"):
+            continue  # sees no features: a reference point, not an eavesdropper
+        saved = _saved(work, name, out.unsaved)
+        if saved:
+            module, spec = saved
+            out.reconstructors.append(FittedAttacker(name, "reconstruction", None, module, spec["model"], metrics))
     out.reconstructors.sort(key=lambda a: -(a.metrics.get("ms_ssim") or 0.0))
+    loaded: dict[str, tuple[nn.Module, dict[str, Any]] | None] = {}
     for attribute, summary in (result.get("privacy") or {}).items():
         fitted = []
-        for attacker, metrics in (summary.get("per_attacker") or {}).items():
-            loaded = _load_matching(work, f"{attacker}.{attribute}", attacker, out.unsaved)
-            if loaded:
-                fitted.append(FittedAttacker(f"{attacker}.{attribute}", attacker, "attribute", attribute, *loaded,
-                                             metrics))
+        for name, metrics in (summary.get("per_attacker") or {}).items():
+            if metrics.get("floor"):
+                continue  # reads C's outputs (or only labels), not the intercepted features
+            if name not in loaded:
+                loaded[name] = _saved(work, name, out.unsaved)
+            saved = loaded[name]
+            if saved and attribute in saved[1].get("attributes", {}) and not saved[1].get("through_classifier"):
+                module, spec = saved
+                fitted.append(FittedAttacker(name, "attribute", attribute, module[attribute],
+                                             spec["attributes"][attribute], metrics))
         fitted.sort(key=lambda a: -(a.metrics.get("balanced_accuracy") or 0.0))
         out.attributes[attribute] = fitted
     return out

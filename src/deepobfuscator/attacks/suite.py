@@ -27,7 +27,7 @@ from .reconstruction import evaluate_reconstruction
 from .registry import get_attackers
 from .reid import CHANCE, make_trials, run_trials
 from .report import render_markdown, save_grid
-from .saved import save_attacker, take_fitted
+from .saved import save_attacker
 from .sources import AttackSources, open_source, usable_specs
 
 SCHEMA_VERSION = 1
@@ -172,8 +172,9 @@ def run_attack(run_path: str | Path, settings: AttackSettings | None = None, sou
                       "settings": wanted, "attributes": names, "results": results}
             atomic_write_json(path, record)
             attr_results[attacker.name] = record
-        for name, (module, spec) in take_fitted(attacker).items():  # what `deepobf inspect` shows a new image
-            save_attacker(work, name, module, {**spec, "settings": wanted})
+        state = attacker.state() if hasattr(attacker, "state") else None  # just fitted: keep it for `inspect`
+        if state is not None:
+            save_attacker(work, attacker.name, state[0], {**state[1], "settings": wanted})
 
     # -------------------------------------------------------------- assemble
     privacy: dict[str, Any] = {}

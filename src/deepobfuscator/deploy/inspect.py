@@ -144,8 +144,8 @@ class InspectedRun:
     name: str  # the run directory's name (copies of one run keep the config's name)
     cfg: RunConfig
     modules: Modules
-    attributes: list[dict[str, Any]]
-    private: list[str]
+    attributes: list[dict[str, Any]]  # intended attributes served by C
+    private: dict[str, dict[str, Any]]  # private attributes by name
     msssim: MSSSIMSettings
     attackers: RunAttackers | None
     cloud: Predictor  # C as `serve` runs it
@@ -165,7 +165,7 @@ class InspectedRun:
         """What the page shows before any upload."""
         return {"run": self.name, "path": str(self.path), "method": self.cfg.method,
                 "image_size": list(self.image_size), "attributes": [a["name"] for a in self.attributes],
-                "private": self.private, "attacked": bool(self.attackers), "command": self.attack_command}
+                "private": list(self.private), "attacked": bool(self.attackers), "command": self.attack_command}
 
 
 def load_inspected_run(run_dir: Path, device: str = "cpu") -> InspectedRun:
@@ -174,7 +174,7 @@ def load_inspected_run(run_dir: Path, device: str = "cpu") -> InspectedRun:
     cfg, modules = load_pipeline(run, device)
     task_specs, private_specs = run_specs(cfg)
     return InspectedRun(run.path, run.path.resolve().name, cfg, modules, [spec_to_dict(s) for s in task_specs],
-                        [s.name for s in private_specs], resolve_msssim(cfg.msssim, cfg.data.image_size),
+                        {s.name: spec_to_dict(s) for s in private_specs}, resolve_msssim(cfg.msssim, cfg.data.image_size),
                         load_attackers(run.path), torch_predictor(modules.classifier))
 
 
@@ -235,7 +235,7 @@ def _eavesdropper(run: InspectedRun, features: torch.Tensor, image: torch.Tensor
         if not fitted:
             continue
         best = fitted[0]
-        spec = {"name": attribute, "num_classes": best.spec.get("num_classes", 2), "classes": best.spec.get("classes")}
+        spec = run.private.get(attribute) or {"name": attribute, "num_classes": 2, "classes": None}
         view.attributes.append(PrivateGuess(
             name=attribute, attacker=best.attacker, probability=_probability(best.module(features), spec),
             classes=spec["classes"], balanced_accuracy=best.metrics.get("balanced_accuracy"),
