@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from deepobfuscator.config import preset
-from deepobfuscator.runs import RunDir, load_trained
-from deepobfuscator.training import train_run
+from deepobfuscator.methods import load_trained
+from deepobfuscator.runs import RunDir
+from deepobfuscator.methods import train_run
 
 
 def test_statefarm_multiclass_training_end_to_end(shared_data: Path, tmp_path: Path) -> None:

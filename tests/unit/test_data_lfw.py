@@ -46,7 +46,7 @@ def test_shared_lfw_identities_follow_person_folders(lfw) -> None:
 
 def test_shared_lfw_max_images_and_training_steps(shared_data: Path, tmp_path: Path) -> None:
     from deepobfuscator.config import preset
-    from deepobfuscator.training import train_run
+    from deepobfuscator.methods import train_run
 
     small = load_lfw(shared_data / "lfw", max_images=20)
     assert len(small) == 20 and small.files[0].name == "AJ_Cook_0001.jpg"
