@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..data.index import AttributeSpec, DataError
+from ..utils import atomic_write_json
 
 TEXT_COLUMN = "text"
 PAD, UNK, URL, USER = "<pad>", "<unk>", "<url>", "<user>"
@@ -72,8 +73,6 @@ class Vocabulary:
 
     def save(self, path: Path) -> None:
         """Write the token list as JSON."""
-        from ..utils import atomic_write_json
-
         atomic_write_json(Path(path), {"tokens": self.tokens})
 
     @classmethod

@@ -25,10 +25,11 @@ from ..config import ConfigError, save_config
 from ..data.index import AttributeSpec, DataError
 from ..data.splits import SPLITS, make_split
 from ..losses import attribute_loss, prediction_entropy_loss, predictions
-from ..runs import RunDir, RunError, spec_to_dict
-from ..training.staged import GradSync, Position, StagedTrainer
 from ..metrics import majority_rate
-from ..utils import atomic_write_json, git_commit, resolve_device, seed_everything
+from ..runs import RunDir, spec_to_dict
+from ..training.staged import GradSync, Position, StagedTrainer
+from ..training.start import begin_run
+from ..utils import atomic_write_json, git_commit, resolve_device
 from .config import TextRunConfig, load_text_config
 from .data import TextBatch, TextBatches, TextCorpus, Vocabulary, bag_of_words, encode, load_text, tokenize
 from .models import BagOfWordsReconstructor, LSTMClassifier, TextObfuscator
@@ -335,14 +336,7 @@ class TextTrainer(StagedTrainer):
 def make_text_trainer(cfg: TextRunConfig, out: Path, resume: bool = False, progress: bool = True,
                       on_step: Callable[[TextTrainer, Position], None] | None = None) -> TextTrainer:
     """Create (or, with ``resume``, re-open) a text run directory and a trainer at its latest checkpoint."""
-    run = RunDir(Path(out))
-    if run.exists() and not resume:
-        raise RunError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
-    if run.exists():
-        cfg = load_text_config(run.config)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed)
+    run, cfg = begin_run(out, cfg, resume, lambda r: load_text_config(r.config))
     data, split = prepare_text(cfg, run if run.exists() else None)
     if not run.exists():
         run.path.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ and summarise a finished run on its test split."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 
@@ -19,6 +19,22 @@ from .modules import build_modules, feature_shape
 from .precision import apply_precision
 from .staged import GradSync
 from .trainer import Trainer
+
+C = TypeVar("C")
+
+
+def begin_run(out: Path, cfg: C, resume: bool, read_config: Callable[[RunDir], C]) -> tuple[RunDir, C]:
+    """Open ``out`` for training (image or text): refuse to overwrite a run unless resuming, use a resumed
+    run's recorded config, then set the thread count and seed every generator."""
+    run = RunDir(Path(out))
+    if run.exists() and not resume:
+        raise RunError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and run.exists():
+        cfg = read_config(run)
+    if cfg.train.threads:  # type: ignore[attr-defined]
+        torch.set_num_threads(cfg.train.threads)  # type: ignore[attr-defined]
+    seed_everything(cfg.train.seed)  # type: ignore[attr-defined]
+    return run, cfg
 
 
 def init_run(run: RunDir, cfg: RunConfig, progress: bool = True) -> tuple[PreparedData, MSSSIMSettings]:
@@ -55,14 +71,7 @@ def make_trainer(cfg: RunConfig, out: Path, resume: bool = False, progress: bool
                                 trainer_cls=trainer_cls)
 
         return make_distributed_trainer(cfg, out, resume=resume, build=build)
-    run = RunDir(Path(out))
-    if run.exists() and not resume:
-        raise RunError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and run.exists():
-        cfg = run.read_config()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed)
+    run, cfg = begin_run(out, cfg, resume, RunDir.read_config)
     device = resolve_device(cfg.train.device)
     data, settings = init_run(run, cfg, progress=progress and (sync is None or sync.rank == 0))
     cfg = run.read_config()
