@@ -9,9 +9,9 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError
-from .data import DataError, load_index
+from .data import LOADERS, DataError, load_index
 from .data.synth import render_synthetic_celeba
-from .methods import train_run
+from .methods import METHODS, train_run
 from .options import add_run_options, build_config, default_out
 from .registry import Registry
 from .runs import RunError
@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train an obfuscator with privacy-preserving adversarial learning (any method: "
-                                     "--set method=NAME, see `deepobf baseline`)")
+                                     "--set method=NAME, see `deepobf baseline`)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="methods (--set method=NAME; default deepobfuscator):\n  "
+                              + METHODS.describe().replace("\n", "\n  "))
     add_run_options(p)
     p.add_argument("--defend", choices=["both", "reconstruction", "attributes", "none"],
                    help="which attacks to defend against (paper section 4.2 ablations)")
@@ -81,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=cmd_data_synth)
     q = dsub.add_parser("check", help="read a dataset root and summarise it")
     q.add_argument("root")
-    q.add_argument("--dataset", default="celeba")
+    q.add_argument("--dataset", default="celeba", help=f"loader name ({', '.join(LOADERS)})")
     q.add_argument("--show", type=int, default=40)
     q.set_defaults(handler=cmd_data_check)
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .config import PRESETS, RunConfig, apply_overrides, preset
+from .data import LOADERS
 
 
 def csv_list(value: str) -> list[str]:
@@ -17,7 +18,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by commands that create a run from a preset."""
     p.add_argument("--preset", default="demo", help=f"configuration preset ({', '.join(PRESETS.names())})")
     p.add_argument("--data", help="dataset root in its official layout (default: the embedded synthetic faces)")
-    p.add_argument("--dataset", help="dataset loader name (celeba, lfw, statefarm, ...)")
+    p.add_argument("--dataset", help=f"dataset loader name ({', '.join(LOADERS)}; default celeba)")
     p.add_argument("--task", type=csv_list, help="intended attributes, comma-separated (e.g. Smiling,High_Cheekbones)")
     p.add_argument("--private", type=csv_list, help="private attributes, comma-separated (e.g. Male,Heavy_Makeup)")
     p.add_argument("--out", help="run directory (default: runs/<preset>-<method>)")

@@ -58,8 +58,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: Any) -> None:
     """Add `baseline` and `sweep`."""
-    p = subparsers.add_parser("baseline", help="train a run of a comparison defence (noisy, dp, encoder, hybrid, "
-                                               "pan, nopeek) or deepobfuscator; no NAME lists them")
+    p = subparsers.add_parser("baseline", help=f"train a run of a registered defence ({', '.join(METHODS)}); "
+                                               "no NAME lists them")
     p.add_argument("name", nargs="?", choices=sorted(METHODS), metavar="NAME",
                    help=f"one of: {', '.join(sorted(METHODS))}")
     add_run_options(p)
