@@ -24,7 +24,7 @@ from .. import __version__
 from ..config import ConfigError, save_config
 from ..data.index import AttributeSpec, DataError
 from ..data.splits import SPLITS, make_split
-from ..losses import attribute_loss, prediction_entropy_loss, predictions
+from ..losses import ATTRIBUTE_OBJECTIVES, attribute_defence_loss, attribute_loss, predictions
 from ..metrics import majority_rate
 from ..runs import RunDir, spec_to_dict
 from ..training.staged import GradSync, Position, StagedTrainer
@@ -173,7 +173,7 @@ class TextTrainer(StagedTrainer):
         if cfg.privacy.defend not in PHASES_BY_DEFENCE:
             raise ConfigError(f"privacy.defend for text must be one of {sorted(PHASES_BY_DEFENCE)}, "
                               f"got {cfg.privacy.defend!r}")
-        if cfg.privacy.attribute_objective not in ("negative_bce", "entropy"):
+        if cfg.privacy.attribute_objective not in ATTRIBUTE_OBJECTIVES:
             raise ConfigError(f"unknown privacy.attribute_objective {cfg.privacy.attribute_objective!r}")
         self.phases = PHASES_BY_DEFENCE[cfg.privacy.defend]
         self.modules = build_text_modules(cfg, len(data.vocab), data.task_specs, data.private_specs)
@@ -245,10 +245,8 @@ class TextTrainer(StagedTrainer):
             l_c = attribute_loss(self.modules["classifier"](feats, batch.lengths), batch.task, self.data.task_specs)
             logits = self.modules["adversary"](feats, batch.lengths)
             l_ac = attribute_loss(logits, batch.private, self.data.private_specs)
-            if self.cfg.privacy.attribute_objective == "negative_bce":
-                loss = l_c - self.cfg.privacy.lambda1 * l_ac
-            else:
-                loss = l_c + self.cfg.privacy.lambda1 * prediction_entropy_loss(logits, self.data.private_specs)
+            loss = attribute_defence_loss(l_c, logits, l_ac, self.data.private_specs,
+                                          self.cfg.privacy.attribute_objective, self.cfg.privacy.lambda1)
             self._update(("obfuscator",), loss)
         return {"L_C": l_c.item(), "L_AC": l_ac.item()}
 

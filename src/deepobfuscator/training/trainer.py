@@ -19,7 +19,7 @@ from torch import nn
 from ..config import RunConfig
 from ..data import Batch, BatchLoader, PreparedData
 from ..losses import (
-    MSSSIMSettings, attribute_loss, ms_ssim, predictions, prediction_entropy_loss, reconstruction_loss,
+    MSSSIMSettings, attribute_defence_loss, attribute_loss, ms_ssim, predictions, reconstruction_loss,
     reconstruction_losses,
 )
 from ..runs import RunDir
@@ -151,12 +151,8 @@ class Trainer(StagedTrainer):
         l_c = attribute_loss(self.modules.classifier(feats), batch.task, self.task_specs)
         adv_logits = self.modules.adversary(feats)
         l_ac = attribute_loss(adv_logits, batch.private, self.private_specs)
-        if self.cfg.privacy.attribute_objective == "negative_bce":
-            loss = l_c - self.cfg.privacy.lambda1 * l_ac
-        elif self.cfg.privacy.attribute_objective == "entropy":
-            loss = l_c + self.cfg.privacy.lambda1 * prediction_entropy_loss(adv_logits, self.private_specs)
-        else:
-            raise ValueError(f"unknown privacy.attribute_objective {self.cfg.privacy.attribute_objective!r}")
+        loss = attribute_defence_loss(l_c, adv_logits, l_ac, self.private_specs, self.cfg.privacy.attribute_objective,
+                                      self.cfg.privacy.lambda1)
         self._update(("obfuscator",), loss)
         return {"L_C": l_c.item(), "L_AC": l_ac.item()}
 
