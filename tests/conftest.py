@@ -1,4 +1,9 @@
-"""Shared fixtures: the real CelebA subset in ../shared/data, tiny configs, one tiny trained run."""
+"""Shared fixtures: CelebA-layout data (the real subset in ../shared/data when it is there, else a
+small synthetic face set rendered once per session), tiny configs, one tiny trained run.
+
+``DEEPOBF_TEST_DATA=synthetic`` forces the synthetic fallback even where ``../shared`` exists.
+Tests that pin facts of the real data carry ``@pytest.mark.shared`` and are skipped without it.
+"""
 from __future__ import annotations
 
 import os
@@ -8,20 +13,48 @@ import pytest
 import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FORCE_SYNTHETIC = os.environ.get("DEEPOBF_TEST_DATA", "").strip().lower() == "synthetic"
+HAVE_SHARED = SHARED.is_dir() and not FORCE_SYNTHETIC
+SKIP_REASON = ("needs the real datasets in ../shared/data beside the project root "
+               + ("(DEEPOBF_TEST_DATA=synthetic forces the synthetic fallback)" if FORCE_SYNTHETIC
+                  else f"(not found at {SHARED})"))
+# the synthetic stand-in: the shared subset's image size (H, W), enough images for every split test
+SYNTH_IMAGES, SYNTH_IDENTITIES, SYNTH_SIZE = 1200, 150, (109, 89)
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the ``shared`` tests without the real data; refuse tests that read it unmarked."""
+    unmarked = [item.nodeid for item in items
+                if "shared_data" in getattr(item, "fixturenames", ()) and item.get_closest_marker("shared") is None]
+    if unmarked:
+        raise pytest.UsageError("tests that use the shared_data fixture must be marked @pytest.mark.shared: "
+                                + ", ".join(unmarked))
+    if HAVE_SHARED:
+        return
+    skip = pytest.mark.skip(reason=SKIP_REASON)
+    for item in items:
+        if item.get_closest_marker("shared") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` beside the project root (present on developer machines and in CI)."""
-    assert SHARED.is_dir(), f"shared test data not found at {SHARED}"
+    """``../shared/data`` beside the project root (only for tests marked ``shared``)."""
+    if not HAVE_SHARED:
+        pytest.skip(SKIP_REASON)
     return SHARED
 
 
 @pytest.fixture(scope="session")
-def celeba_root(shared_data: Path) -> Path:
-    """The real CelebA subset (official layout)."""
-    return shared_data / "celeba"
+def celeba_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CelebA-layout root: the real subset when present, else the project's own synthetic faces."""
+    if HAVE_SHARED:
+        return SHARED / "celeba"
+    from deepobfuscator.data.synth import render_synthetic_celeba
+
+    return render_synthetic_celeba(tmp_path_factory.mktemp("synthetic-celeba"), n_images=SYNTH_IMAGES,
+                                   n_identities=SYNTH_IDENTITIES, size=SYNTH_SIZE, seed=0)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,7 +67,7 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tiny_cfg(celeba_root: Path):
-    """The `tiny` preset on the real CelebA subset (96 images, 32x32, seconds to train)."""
+    """The `tiny` preset on the CelebA-layout test root (96 images, 32x32, seconds to train)."""
     from deepobfuscator.config import preset
 
     cfg = preset("tiny")
@@ -54,3 +87,52 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, celeba_root: Path) -> 
     out = tmp_path_factory.mktemp("runs") / "tiny-run"
     train_run(cfg, out, progress=False)
     return out
+
+
+def _noise_jpeg(path: Path, size: tuple[int, int], seed: int) -> None:
+    """A small random-content JPEG (``size`` = (width, height)) at ``path``."""
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, quality=90)
+
+
+@pytest.fixture(scope="session")
+def statefarm_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny State Farm root in the official layout: ``imgs/train/c0..c9/`` and ``driver_imgs_list.csv``
+    (4 drivers, 3 images per driver and behaviour: 120 images of 64x48)."""
+    root = tmp_path_factory.mktemp("statefarm")
+    rows = ["subject,classname,img"]
+    n = 0
+    for c in range(10):
+        for driver in ("p002", "p012", "p024", "p081"):
+            for _ in range(3):
+                n += 1
+                _noise_jpeg(root / "imgs" / "train" / f"c{c}" / f"img_{n}.jpg", (64, 48), n)
+                rows.append(f"{driver},c{c},img_{n}.jpg")
+    (root / "driver_imgs_list.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+LFW_PEOPLE = {"Ann_Lee": (6, "female"), "Bo_Wu": (5, "male"), "Cy_Ng": (4, "male"), "Di_Ho": (5, "female"),
+              "Ed_Yu": (6, "male"), "Flo_Ma": (4, "female"), "Gus_Ko": (5, "male"), "Hal_Po": (5, "male")}
+
+
+@pytest.fixture(scope="session")
+def lfw_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LFW root in the official layout: ``lfw-deepfunneled/Person_Name/Person_Name_0001.jpg`` and
+    the public ``female_names.txt`` / ``male_names.txt`` lists (8 people, 40 images of 62x62)."""
+    root = tmp_path_factory.mktemp("lfw")
+    lists: dict[str, list[str]] = {"female": [], "male": []}
+    seed = 0
+    for person, (count, sex) in LFW_PEOPLE.items():
+        for i in range(1, count + 1):
+            seed += 1
+            name = f"{person}_{i:04d}.jpg"
+            _noise_jpeg(root / "lfw-deepfunneled" / person / name, (62, 62), seed)
+            lists[sex].append(name)
+    for sex, names in lists.items():
+        (root / f"{sex}_names.txt").write_text("\n".join(names) + "\n")
+    return root

@@ -49,6 +49,7 @@ def attr_lines(root: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------ the shared CelebA subset
+@pytest.mark.shared
 def test_reads_the_shared_celeba(celeba_root: Path) -> None:
     index = load_celeba(celeba_root)
     assert len(index) == 8000 and len(index.specs) == 40

@@ -20,6 +20,7 @@ def lfw(shared_data: Path):
     return load_index("lfw", shared_data / "lfw")
 
 
+@pytest.mark.shared
 def test_shared_lfw_gender_labels_and_reported_conflicts(lfw) -> None:
     names = [f.name for f in lfw.files]
     assert len(lfw) == 13233 - len(CONFLICTS) - len(UNLISTED)
@@ -34,6 +35,7 @@ def test_shared_lfw_gender_labels_and_reported_conflicts(lfw) -> None:
     assert "Robert_Evans_0003.jpg" in names  # only the unlisted images of a person go
 
 
+@pytest.mark.shared
 def test_shared_lfw_identities_follow_person_folders(lfw) -> None:
     people = np.asarray([f.parent.name for f in lfw.files])
     ids = lfw.identities
@@ -44,6 +46,7 @@ def test_shared_lfw_identities_follow_person_folders(lfw) -> None:
     assert lfw.files[0].parent.parent.name == "lfw-deepfunneled" and lfw.partition is None
 
 
+@pytest.mark.shared
 def test_shared_lfw_max_images_and_training_steps(shared_data: Path, tmp_path: Path) -> None:
     from deepobfuscator.config import preset
     from deepobfuscator.methods import train_run
@@ -126,3 +129,27 @@ def test_bad_roots(tmp_path: Path) -> None:
     (tmp_path / "x" / "male_names.txt").write_text("")
     with pytest.raises(DataError, match="no image of .* has a label"):
         load_lfw(tmp_path / "x")
+
+
+# ----------------------------------------------------------------- the official layout, test-made
+def test_official_layout_tree_labels_identities_and_training(lfw_tree: Path, tmp_path: Path) -> None:
+    from deepobfuscator.config import preset
+    from deepobfuscator.training import train_run
+
+    index = load_index("lfw", lfw_tree)
+    assert len(index) == 40 and index.notes == [] and list(index.specs) == ["Male"]
+    people = np.asarray([f.parent.name for f in index.files])
+    male = dict(zip([f.name for f in index.files], index.labels["Male"].tolist()))
+    assert male["Ann_Lee_0001.jpg"] == 0 and male["Bo_Wu_0005.jpg"] == 1
+    assert int(index.labels["Male"].sum()) == 25  # Bo, Cy, Ed, Gus, Hal: 5 + 4 + 6 + 5 + 5
+    assert len(set(index.identities.tolist())) == 8
+    assert all(len(set(index.identities[people == p].tolist())) == 1 for p in set(people.tolist()))
+    assert index.files[0].parent.parent.name == "lfw-deepfunneled" and index.partition is None
+    assert len(load_lfw(lfw_tree, max_images=12)) == 12
+
+    cfg = preset("tiny")
+    cfg.data.dataset, cfg.data.root = "lfw", str(lfw_tree)
+    cfg.data.task, cfg.data.private, cfg.data.max_images = ["Male"], [], 40
+    cfg.train.epochs_attacker = 0
+    summary = train_run(cfg, tmp_path / "run", progress=False)
+    assert 0.0 <= summary["test"]["C_acc"]["Male"] <= 1.0

@@ -17,6 +17,7 @@ def statefarm(shared_data: Path):
     return load_index("statefarm", shared_data / "statefarm")
 
 
+@pytest.mark.shared
 def test_shared_statefarm_labels(statefarm, shared_data: Path) -> None:
     assert len(statefarm) == 3300 and statefarm.notes == []
     behaviour, driver = statefarm.specs["behaviour"], statefarm.specs["driver"]
@@ -31,6 +32,7 @@ def test_shared_statefarm_labels(statefarm, shared_data: Path) -> None:
     assert np.array_equal(statefarm.identities, statefarm.labels["driver"])
 
 
+@pytest.mark.shared
 def test_split_is_a_partition_stratified_by_driver_and_behaviour(statefarm) -> None:
     split = make_split(statefarm, 0, [0.8, 0.1, 0.1], stratify=statefarm.stratify)
     parts = [np.asarray(split[k]) for k in ("train", "val", "test")]
@@ -48,6 +50,7 @@ def test_split_is_a_partition_stratified_by_driver_and_behaviour(statefarm) -> N
     assert make_split(statefarm, 0, [0.8, 0.1, 0.1], stratify=statefarm.stratify) == split
 
 
+@pytest.mark.shared
 def test_max_images_covers_every_driver_and_behaviour(shared_data: Path) -> None:
     small = load_statefarm(shared_data / "statefarm", max_images=60)
     assert len(small) == 60 and len(set(small.labels["driver"].tolist())) == 26
@@ -115,3 +118,21 @@ def test_bad_layouts(tmp_path: Path) -> None:
     (tmp_path / "b" / "driver_imgs_list.csv").write_text(HEADER + "p001,c0,img_1.jpg\np002,c0,img_2.jpg\n")
     with pytest.raises(DataError, match=r"imgs/train: image folder not found"):
         load_statefarm(tmp_path / "b")
+
+
+# ----------------------------------------------------------------- the official layout, test-made
+def test_official_layout_tree_labels_and_stratified_split(statefarm_tree: Path) -> None:
+    index = load_index("statefarm", statefarm_tree)
+    assert len(index) == 120 and index.notes == []
+    behaviour, driver = index.specs["behaviour"], index.specs["driver"]
+    assert behaviour.classes == CLASSES and driver.classes == ("p002", "p012", "p024", "p081")
+    assert [CLASSES[b] for b in index.labels["behaviour"]] == [f.parent.name for f in index.files]
+    assert np.bincount(index.labels["behaviour"]).tolist() == [12] * 10
+    assert np.bincount(index.labels["driver"]).tolist() == [30] * 4
+    split = make_split(index, 0, [0.8, 0.1, 0.1], stratify=index.stratify)
+    parts = [np.asarray(split[k]) for k in ("train", "val", "test")]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(120))
+    assert all(len(set(index.labels["driver"][p].tolist())) == 4 for p in parts)
+    small = load_statefarm(statefarm_tree, max_images=40)
+    assert len(small) == 40 and len(set(small.labels["behaviour"].tolist())) == 10
+    assert len(set(small.labels["driver"].tolist())) == 4

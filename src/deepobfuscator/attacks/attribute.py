@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..data import AttributeSpec
 from ..losses import attribute_loss, predictions, probabilities
@@ -42,7 +42,7 @@ def train_classifier(model: nn.Module, train: FeatureSet, spec: AttributeSpec, c
     model.to(ctx.device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
     steps = s.attr_epochs * math.ceil(len(train) / s.batch_size)
-    bar = tqdm(total=steps, desc=desc, unit="batch", disable=not ctx.progress, leave=False)
+    bar = progress_bar(total=steps, desc=desc, unit="batch", disable=not ctx.progress, leave=False)
     started, last = time.perf_counter(), []
     for epoch in range(s.attr_epochs):
         last = []

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..config import RunConfig
 from ..data import PreparedData, images_to_tensor
@@ -164,7 +164,7 @@ def extract_features(cfg: RunConfig, modules: Modules, data: PreparedData, split
                                              shape=shape)
     else:
         features = np.empty(shape, dtype=np.float16)
-    bar = tqdm(total=len(indices), desc=f"features {split}", unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=len(indices), desc=f"features {split}", unit="img", disable=not progress, leave=False)
     with torch.no_grad():
         for start in range(0, len(indices), batch_size):
             rows = np.arange(start, min(start + batch_size, len(indices)))

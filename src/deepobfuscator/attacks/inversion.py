@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from .base import AttackContext, Reconstruct, attacker_seed
 from .features import FeatureSet, obfuscate
@@ -33,7 +33,7 @@ def invert_features(target: torch.Tensor, ctx: AttackContext, seed: int, desc: s
     z = (0.01 * torch.randn(len(target), 3, h, w, generator=generator)).to(ctx.device).requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=s.inversion_lr)
     norm = target.pow(2).flatten(1).sum(1).clamp(min=1e-8)
-    bar = tqdm(range(s.inversion_steps), desc=desc, unit="step", disable=not ctx.progress, leave=False)
+    bar = progress_bar(range(s.inversion_steps), desc=desc, unit="step", disable=not ctx.progress, leave=False)
     for _ in bar:
         images = torch.sigmoid(z)
         feats = obfuscate(ctx.cfg, modules, images)

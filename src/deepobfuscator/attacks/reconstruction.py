@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..losses import reconstruction_loss
 from ..metrics import image_quality_report, ms_ssim_per_image, psnr
@@ -29,7 +29,7 @@ def train_reconstructor(model: nn.Module, train: FeatureSet, ctx: AttackContext,
     model.to(ctx.device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
     steps_per_epoch = math.ceil(len(train) / s.batch_size)
-    bar = tqdm(total=s.recon_epochs * steps_per_epoch, desc=desc, unit="batch", disable=not ctx.progress, leave=False)
+    bar = progress_bar(total=s.recon_epochs * steps_per_epoch, desc=desc, unit="batch", disable=not ctx.progress, leave=False)
     started, last_losses = time.perf_counter(), []
     for epoch in range(s.recon_epochs):
         last_losses = []
@@ -99,7 +99,7 @@ def evaluate_reconstruction(reconstruct: Reconstruct, test: FeatureSet, rows: np
     kept: dict[int, np.ndarray] = {}
     wanted = set(int(r) for r in keep_rows)
     bs = ctx.settings.eval_batch_size
-    for start in tqdm(range(0, len(rows), bs), desc=desc, disable=not ctx.progress, leave=False):
+    for start in progress_bar(range(0, len(rows), bs), desc=desc, disable=not ctx.progress, leave=False):
         batch_rows = rows[start:start + bs]
         recon = reconstruct(test.feature_tensor(batch_rows).to(ctx.device)).detach()
         if tuple(recon.shape[-2:]) != size:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from .. import imaging
 from ..utils import atomic_write_json, default_cache_dir
@@ -59,7 +59,7 @@ def cached_images(
         workers = workers or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers) as pool:
             jobs = pool.map(lambda p: load_image(p, size), index.files)
-            bar = tqdm(jobs, total=len(index), desc=f"caching {index.name} {size[0]}x{size[1]}",
+            bar = progress_bar(jobs, total=len(index), desc=f"caching {index.name} {size[0]}x{size[1]}",
                        disable=not progress, unit="img")
             for i, img in enumerate(bar):
                 out[i] = img

@@ -10,12 +10,13 @@ Every label is drawn into the picture, and attributes are correlated roughly as 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from ..progress import progress_bar
 
 CELEBA_ATTRIBUTES: tuple[str, ...] = tuple(
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
@@ -360,6 +361,7 @@ def render_synthetic_celeba(out: Path, n_images: int = 4000, n_identities: int =
                          indexing="ij")
     attr_lines = [str(n_images), " ".join(CELEBA_ATTRIBUTES) + " "]
     id_lines = []
+    bar = progress_bar(total=n_images, desc="synthetic CelebA", unit="img", disable=not progress)
     for i, pid in enumerate(ids, start=1):
         name = f"{i:06d}.jpg"
         a = _image_attrs(rng, people[pid])
@@ -367,8 +369,8 @@ def render_synthetic_celeba(out: Path, n_images: int = 4000, n_identities: int =
         _finish(rng, im, a, h, w, (xx, yy)).save(img_dir / name, quality=int(rng.integers(86, 95)))
         attr_lines.append(name + " " + " ".join(f"{1 if a[k] else -1:2d}" for k in CELEBA_ATTRIBUTES))
         id_lines.append(f"{name} {pid + 1}")
-        if progress and (i % 500 == 0 or i == n_images):
-            print(f"\rsynthetic CelebA: {i}/{n_images}", end="\n" if i == n_images else "", file=sys.stderr)
+        bar.update(1)
+    bar.close()
     (out / "list_attr_celeba.txt").write_bytes(("\r\n".join(attr_lines) + "\r\n").encode())
     (out / "identity_CelebA.txt").write_bytes(("\n".join(id_lines) + "\n").encode())
     (out / "README.txt").write_text(

@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from ..progress import progress_bar, progress_write
 from ..runs import RunDir
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_modules
 from .modules import set_trainable
@@ -174,8 +174,8 @@ class StagedTrainer:
             loader = self.train_loader(pos.stage)
             step_fn = self.stage_step(pos.stage)
             name = self.stages[pos.stage]
-            bar = tqdm(total=len(loader), initial=pos.step, disable=not self.progress or self.sync.rank != 0,
-                       desc=f"{name} {pos.epoch + 1}/{self.epochs(pos.stage)}", unit="batch", leave=False)
+            bar = progress_bar(total=len(loader), initial=pos.step, disable=not self.progress or self.sync.rank != 0,
+                               desc=f"{name} {pos.epoch + 1}/{self.epochs(pos.stage)}", unit="batch", leave=False)
             started, steps_timed = time.perf_counter(), 0
             for batch in loader.epoch(pos.epoch, start=pos.step):
                 losses = step_fn(batch.to(self.device), pos.step)
@@ -194,7 +194,7 @@ class StagedTrainer:
             last = self.epoch_record(pos.stage, seconds, steps_timed, len(loader), val)
             self._log(last)
             if self.progress and self.sync.rank == 0:
-                tqdm.write(self.format_record(last))
+                progress_write(self.format_record(last))
             pos.epoch, pos.step = pos.epoch + 1, 0
             self._checkpoint()
         if self.sync.rank == 0:
