@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from deepobfuscator.attacks.features import load_pipeline, obfuscate
+from deepobfuscator.attacks.features import obfuscate
 from deepobfuscator.cli import main
 from deepobfuscator.config import ConfigError, RunConfig
 from deepobfuscator.data import LOADERS, AttributeSpec, DatasetIndex, DataError, register_loader
-from deepobfuscator.methods import METHODS, Method, no_adversarial, register_method
+from deepobfuscator.methods import METHODS, Method, load_trained, no_adversarial, register_method
 from deepobfuscator.runs import RunDir
 from deepobfuscator.training import Trainer
 
@@ -75,7 +75,7 @@ def test_recipe_add_a_defence(featnoise: Method, tmp_path: Path, celeba_root: Pa
     assert main(["train", "--preset", "tiny", "--data", str(celeba_root), "--out", str(out), "--no-progress",
                  "--set", "method=featnoise", "--set", "baseline.sigma=0.25"]) == 0
     assert type(seen[-1]) is FeatureNoiseTrainer
-    cfg, modules = load_pipeline(RunDir(out))
+    cfg, modules = load_trained(RunDir(out))  # what deepobf attack loads, then obfuscate()s
     assert cfg.baseline == {"sigma": 0.25} and cfg.train.epochs_adversarial == 0
     assert isinstance(modules.feature_transform, FeatureNoise) and modules.feature_transform.sigma == 0.25
     probe = torch.rand(2, 3, 32, 32)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepobfuscator.attacks.features import load_pipeline, obfuscate
+from deepobfuscator.attacks.features import obfuscate
 from deepobfuscator.cli import main
-from deepobfuscator.methods import METHODS
+from deepobfuscator.methods import METHODS, load_trained
 from deepobfuscator.runs import RunDir
 from deepobfuscator.training import Trainer
 
@@ -31,7 +31,7 @@ def test_train_command_trains_the_method_that_attack_evaluates(name: str, tmp_pa
     method = METHODS.get(name)
     trainer = seen[-1]
     assert isinstance(trainer, method.trainer_cls), f"{name} was trained by {type(trainer).__name__}"
-    cfg, modules = load_pipeline(RunDir(out))
+    cfg, modules = load_trained(RunDir(out))  # what deepobf attack loads, then obfuscate()s
     assert cfg.method == name and set(method.defaults) <= set(cfg.baseline)
     probe = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

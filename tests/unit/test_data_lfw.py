@@ -134,7 +134,7 @@ def test_bad_roots(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- the official layout, test-made
 def test_official_layout_tree_labels_identities_and_training(lfw_tree: Path, tmp_path: Path) -> None:
     from deepobfuscator.config import preset
-    from deepobfuscator.training import train_run
+    from deepobfuscator.methods import train_run
 
     index = load_index("lfw", lfw_tree)
     assert len(index) == 40 and index.notes == [] and list(index.specs) == ["Male"]
