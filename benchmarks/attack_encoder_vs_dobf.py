@@ -58,7 +58,7 @@ def attack_settings(args: argparse.Namespace) -> Any:
 def evaluate(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Train (or resume) one run, attack it, and return its comparison row."""
     from deepobfuscator.attacks import run_attack
-    from deepobfuscator.training import train_run
+    from deepobfuscator.methods import train_run
 
     out = Path(args.out) / f"celeba-cpu-{method}-s{seed}"
     train_run(run_config(method, seed, args), out, resume=out.exists(), progress=not args.no_progress)

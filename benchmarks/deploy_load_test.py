@@ -31,7 +31,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "celeba"
 def tiny_run(data: Path, out: Path) -> Path:
     """Train the `tiny` preset on a real CelebA root (seconds)."""
     from deepobfuscator.config import preset
-    from deepobfuscator.training import train_run
+    from deepobfuscator.methods import train_run
 
     cfg = preset("tiny")
     cfg.data.root = str(data)
@@ -47,7 +47,8 @@ def payloads(run: Path, transport: str, batch: int, count: int = 16) -> tuple[li
     from deepobfuscator.data import images_to_tensor
     from deepobfuscator.deploy.wire import encode_features
     from deepobfuscator.losses import probabilities
-    from deepobfuscator.runs import RunDir, load_trained, open_run_data, run_specs
+    from deepobfuscator.methods import load_trained
+    from deepobfuscator.runs import RunDir, open_run_data, run_specs
 
     cfg, modules = load_trained(RunDir(run))
     data, _ = open_run_data(RunDir(run), cfg, progress=False)

@@ -26,7 +26,7 @@ VARIANTS = {"no defence": "none", "DeepObfuscator": "both"}
 def train_variant(name: str, defend: str, args: argparse.Namespace) -> dict[str, Any]:
     """Train one run of the preset with ``privacy.defend = defend``; attack it if the attack suite exists."""
     from deepobfuscator.config import preset
-    from deepobfuscator.training import train_run
+    from deepobfuscator.methods import train_run
 
     cfg = preset("statefarm-cpu")
     cfg.data.root = str(Path(args.data).resolve())

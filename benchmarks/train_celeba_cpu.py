@@ -27,8 +27,9 @@ from typing import Any
 import torch
 
 from deepobfuscator.config import RunConfig, apply_overrides, preset
+from deepobfuscator.methods import train_run
 from deepobfuscator.runs import RunDir
-from deepobfuscator.training import make_trainer, train_run
+from deepobfuscator.training import make_trainer
 from deepobfuscator.utils import git_commit
 
 PROJECT = Path(__file__).resolve().parents[1]

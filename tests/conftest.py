@@ -79,7 +79,7 @@ def tiny_cfg(celeba_root: Path):
 def trained_run(tmp_path_factory: pytest.TempPathFactory, celeba_root: Path) -> Path:
     """One tiny DeepObfuscator run trained once per session (Smiling / Male), for downstream commands."""
     from deepobfuscator.config import preset
-    from deepobfuscator.training import train_run
+    from deepobfuscator.methods import train_run
 
     cfg = preset("tiny")
     cfg.data.root = str(celeba_root)

@@ -2,73 +2,27 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 from . import __version__
-
-Handler = Callable[[argparse.Namespace], int]
-HANDLERS: dict[str, Handler] = {}
-
-
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by commands that create a run from a preset."""
-    p.add_argument("--preset", default="demo", help="configuration preset (demo, celeba-cpu, celeba-paper, ...)")
-    p.add_argument("--data", help="dataset root in its official layout (default: the embedded synthetic faces)")
-    p.add_argument("--dataset", help="dataset loader name (celeba, lfw, statefarm, ...)")
-    p.add_argument("--task", type=_csv, help="intended attributes, comma-separated (e.g. Smiling,High_Cheekbones)")
-    p.add_argument("--private", type=_csv, help="private attributes, comma-separated (e.g. Male,Heavy_Makeup)")
-    p.add_argument("--out", help="run directory (default: runs/<preset>-<method>)")
-    p.add_argument("--seed", type=int, help="training seed")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. --set train.lr=1e-4 --set privacy.lambda1=5 (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def build_config(args: argparse.Namespace, method: str = "deepobfuscator") -> Any:
-    """Preset + CLI options + --set overrides -> RunConfig."""
-    from .config import apply_overrides, preset
-
-    cfg = preset(args.preset)
-    cfg.method = method
-    if getattr(args, "data", None):
-        cfg.data.root = str(Path(args.data).expanduser().resolve())
-    if getattr(args, "dataset", None):
-        cfg.data.dataset = args.dataset
-    if getattr(args, "task", None):
-        cfg.data.task = args.task
-    if getattr(args, "private", None) is not None:
-        cfg.data.private = args.private
-    if getattr(args, "seed", None) is not None:
-        cfg.train.seed = args.seed
-    if getattr(args, "defend", None):
-        cfg.privacy.defend = args.defend
-    if getattr(args, "device", None):
-        cfg.train.device = args.device
-    cfg = apply_overrides(cfg, args.overrides)
-    cfg.name = Path(args.out).name if args.out else f"{args.preset}-{method}"
-    return cfg
-
-
-def default_out(args: argparse.Namespace, method: str) -> Path:
-    """The run directory for a command creating a run."""
-    return Path(args.out) if args.out else Path("runs") / f"{args.preset}-{method}"
+from .config import ConfigError
+from .data import LOADERS, DataError, load_index
+from .data.synth import render_synthetic_celeba
+from .methods import METHODS, train_run
+from .options import add_run_options, build_config, default_out
+from .registry import Registry
+from .runs import RunError
+from .training.distributed import command_scope
 
 
 # ------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a DeepObfuscator run (Algorithm 1)."""
-    from .training import train_run
-
+    """Train a run of the configured method (Algorithm 1 unless ``--set method=NAME``)."""
     cfg = build_config(args)
-    out = default_out(args, "deepobfuscator")
+    out = default_out(args, cfg.method)
     summary = train_run(cfg, out, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     print(f"run directory: {out}")
@@ -78,8 +32,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------- data
 def cmd_data_synth(args: argparse.Namespace) -> int:
     """Render the embedded synthetic face set in the CelebA layout."""
-    from .data.synth import render_synthetic_celeba
-
     out = render_synthetic_celeba(Path(args.out), n_images=args.images, n_identities=args.identities,
                                   size=(args.height, args.width), seed=args.seed, progress=not args.no_progress)
     print(f"wrote {args.images} images in the CelebA layout to {out}")
@@ -88,8 +40,6 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     """Read a dataset root and print its size and attribute base rates."""
-    from .data import load_index
-
     index = load_index(args.dataset, args.root)
     print(f"{index.name}: {len(index)} images at {index.root}")
     for name, values in list(index.labels.items())[: args.show]:
@@ -109,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepobfuscator {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train an obfuscator with privacy-preserving adversarial learning")
+    p = sub.add_parser("train", help="train an obfuscator with privacy-preserving adversarial learning (any method: "
+                                     "--set method=NAME, see `deepobf baseline`)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="methods (--set method=NAME; default deepobfuscator):\n  "
+                              + METHODS.describe().replace("\n", "\n  "))
     add_run_options(p)
     p.add_argument("--defend", choices=["both", "reconstruction", "attributes", "none"],
                    help="which attacks to defend against (paper section 4.2 ablations)")
@@ -130,57 +84,35 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=cmd_data_synth)
     q = dsub.add_parser("check", help="read a dataset root and summarise it")
     q.add_argument("root")
-    q.add_argument("--dataset", default="celeba")
+    q.add_argument("--dataset", default="celeba", help=f"loader name ({', '.join(LOADERS)})")
     q.add_argument("--show", type=int, default=40)
     q.set_defaults(handler=cmd_data_check)
 
-    # further subcommands register here (see register_commands)
-    for register in COMMAND_REGISTRARS:
-        register(sub)
-    return parser
-
-
-# Each entry adds one or more subcommands: fn(subparsers) -> None.
-COMMAND_REGISTRARS: list[Callable[[Any], None]] = []
-
-
-def _load_registrars() -> None:
-    """Import the modules that contribute subcommands (attack, baseline, sweep, report, deploy...)."""
-    import importlib
-
-    for mod in CLI_MODULES:
+    for name in COMMAND_MODULES:  # each component's command.py adds its subcommands
         try:
-            module = importlib.import_module(mod)
+            module = importlib.import_module(COMMAND_MODULES.get(name))
         except ImportError as exc:  # an optional component's dependency is missing
-            print(f"deepobf: {mod} unavailable ({exc})", file=sys.stderr)
+            print(f"deepobf: {name} commands unavailable ({exc})", file=sys.stderr)
             continue
-        registrar = getattr(module, "register_cli", None)
-        if registrar and registrar not in COMMAND_REGISTRARS:
-            COMMAND_REGISTRARS.append(registrar)
+        module.register_cli(sub)
+    return parser
 
 
 # Modules that define `register_cli(subparsers)`: each component keeps its small
 # parse -> call -> print wrapper beside it, so cli.py stays a table of contents.
-CLI_MODULES: list[str] = [
-    "deepobfuscator.attacks.command",    # attack
-    "deepobfuscator.baselines.command",  # baseline, sweep
-    "deepobfuscator.report.command",     # report
-    "deepobfuscator.deploy.command",     # export, bench-device, serve, client
-    "deepobfuscator.deploy.inspect_command",  # inspect
-    "deepobfuscator.text.command",       # text-train, text-check
-]
+COMMAND_MODULES: Registry[str] = Registry("command module")
+COMMAND_MODULES.add("attack", "deepobfuscator.attacks.command", "attack")
+COMMAND_MODULES.add("experiments", "deepobfuscator.experiments.command", "baseline, sweep")
+COMMAND_MODULES.add("report", "deepobfuscator.report.command", "report")
+COMMAND_MODULES.add("deploy", "deepobfuscator.deploy.command", "export, bench-device, serve, client")
+COMMAND_MODULES.add("inspect", "deepobfuscator.deploy.inspect_command", "inspect")
+COMMAND_MODULES.add("text", "deepobfuscator.text.command", "text-train, text-check")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `deepobf`."""
-    _load_registrars()
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .config import ConfigError
-    from .data import DataError
-    from .runs import RunError
-    from .training.distributed import command_scope
-
     try:
         with command_scope(args.command) as active:  # under torchrun: data-parallel or rank 0 only
             return int(args.handler(args) or 0) if active else 0

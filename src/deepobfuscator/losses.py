@@ -207,6 +207,20 @@ def prediction_entropy_loss(logits: torch.Tensor, specs: list[AttributeSpec]) ->
     return -torch.stack(terms).mean()
 
 
+ATTRIBUTE_OBJECTIVES = ("negative_bce", "entropy")
+
+
+def attribute_defence_loss(l_c: torch.Tensor, adv_logits: torch.Tensor, l_ac: torch.Tensor,
+                           specs: list[AttributeSpec], objective: str, lambda1: float) -> torch.Tensor:
+    """O's loss against attribute inference: ``L(C) - lambda1 L(AC)`` (``negative_bce``, the paper) or
+    ``L(C) + lambda1 * negative entropy of AC`` (``entropy``)."""
+    if objective == "negative_bce":
+        return l_c - lambda1 * l_ac
+    if objective == "entropy":
+        return l_c + lambda1 * prediction_entropy_loss(adv_logits, specs)
+    raise ValueError(f"unknown privacy.attribute_objective {objective!r} (known: {', '.join(ATTRIBUTE_OBJECTIVES)})")
+
+
 def predictions(logits: torch.Tensor, specs: list[AttributeSpec]) -> torch.Tensor:
     """Predicted class per attribute ``[N, n_attr]`` (int64)."""
     cols = []

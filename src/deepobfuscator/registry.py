@@ -68,6 +68,11 @@ class Registry(Generic[T]):
         self.get(name)
         return self._entries[name]
 
+    def pop(self, name: str) -> T:
+        """Unregister ``name`` and return its object (e.g. a test's temporary entry)."""
+        self.get(name)
+        return self._entries.pop(name).obj
+
     def names(self) -> list[str]:
         """Registered names in registration order."""
         return list(self._entries)

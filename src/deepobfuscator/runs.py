@@ -6,22 +6,19 @@ commands add ``attack.json``, ``attack.md``, ``recon_grid.png`` and ``export/``.
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .config import RunConfig, load_config, save_config
-from .data import AttributeSpec, PreparedData, load_index, load_split, prepare_data, save_split
-from .losses import MSSSIMSettings, make_noise_image, resolve_msssim
+from .config import RunConfig, load_config
+from .data import AttributeSpec, PreparedData, load_index, load_split, prepare_data
 from .utils import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from .training.modules import Modules
 
 
 class RunError(RuntimeError):
@@ -60,8 +57,6 @@ class RunDir:
 
     def write_noise(self, image: np.ndarray) -> None:
         """Save the fixed noise image as PNG (lossless)."""
-        import io
-
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
         atomic_write_bytes(self.noise, buf.getvalue())
@@ -78,32 +73,6 @@ class RunDir:
         if not self.metrics.is_file():
             return []
         return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
-
-
-def init_run(run: RunDir, cfg: RunConfig, progress: bool = True) -> tuple[PreparedData, MSSSIMSettings]:
-    """Create (or re-open) a run: write config, split and noise image once; return its data."""
-    settings = resolve_msssim(cfg.msssim, cfg.data.image_size)
-    if run.exists():
-        data, _ = open_run_data(run, cfg, progress=progress)
-        return data, settings
-    from . import __version__
-    from .utils import git_commit
-
-    index = load_index(cfg.data.dataset, cfg.data.root, cfg.data.max_images, cfg.data.cache_dir)
-    data, split = prepare_data(cfg.data, index=index, progress=progress)
-    run.path.mkdir(parents=True, exist_ok=True)  # only once the data is known good: a typo leaves no directory
-    cfg.data.root = str(index.root)
-    from .training.modules import feature_shape
-
-    cfg.meta.update({"version": __version__, "commit": git_commit(), "msssim": settings.as_dict(),
-                     "feature_shape": list(feature_shape(cfg)), "split_source": split["source"],
-                     "task_specs": [spec_to_dict(s) for s in data.task_specs],
-                     "private_specs": [spec_to_dict(s) for s in data.private_specs],
-                     "split_sizes": {k: len(split[k]) for k in ("train", "val", "test")}})
-    save_split(split, run.split)
-    run.write_noise(make_noise_image(cfg.data.image_size, cfg.privacy.noise_seed, cfg.privacy.noise_std))
-    save_config(cfg, run.config)
-    return data, settings
 
 
 def open_run_data(run: RunDir, cfg: RunConfig | None = None, progress: bool = True,
@@ -139,22 +108,3 @@ def run_specs(cfg: RunConfig) -> tuple[list[AttributeSpec], list[AttributeSpec]]
                 for d in items]
 
     return build(cfg.meta["task_specs"]), build(cfg.meta["private_specs"])
-
-
-def load_trained(run: RunDir, device: str = "cpu", cfg: RunConfig | None = None) -> tuple[RunConfig, "Modules"]:
-    """The run's config and its final modules (all four), in eval mode on ``device``."""
-    from .training.checkpoint import load_modules
-    from .training.modules import build_modules
-
-    cfg = cfg or run.read_config()
-    if not run.final.is_file():
-        raise RunError(f"{run.path}: training has not finished (no {run.final.relative_to(run.path)})")
-    task_specs, private_specs = run_specs(cfg)
-    modules = build_modules(cfg, task_specs, private_specs)
-    load_modules(dict(modules.items()), run.final)
-    modules.to(device)
-    modules.set_trainable()
-    from .baselines.registry import attach_run_state  # some defences keep extra state (Hybrid's PCA)
-
-    attach_run_state(run.path, cfg, modules)
-    return cfg, modules

@@ -34,21 +34,22 @@ def test_dp_baseline_records_its_parameters_and_is_attackable(tmp_path: Path, ce
 
 def test_hybrid_baseline_ships_its_pca_to_the_attacks(tmp_path: Path, celeba_root: Path) -> None:
     from deepobfuscator.attacks.features import obfuscate
-    from deepobfuscator.baselines.hybrid import PCALaplace
-    from deepobfuscator.runs import RunDir, load_trained
+    from deepobfuscator.methods.hybrid import PCALaplace
+    from deepobfuscator.methods import load_trained
+    from deepobfuscator.runs import RunDir
 
     out = tmp_path / "hybrid"
     assert _baseline("hybrid", out, celeba_root, "--set", "baseline.n_components=8") == 0
     assert (out / "hybrid_pca.safetensors").is_file()
     cfg, modules = load_trained(RunDir(out))
-    assert isinstance(modules.transform, PCALaplace) and modules.transform.components.shape[0] == 8
+    assert isinstance(modules.feature_transform, PCALaplace) and modules.feature_transform.components.shape[0] == 8
     images = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         plain, sent = modules.obfuscator(images), obfuscate(cfg, modules, images)
     assert sent.shape == plain.shape and not torch.allclose(sent, plain)
     # what is sent lies in the 8-dimensional PCA subspace (plus the mean)
-    centred = sent.flatten(1) - modules.transform.mean
-    rebuilt = (centred @ modules.transform.components.T) @ modules.transform.components
+    centred = sent.flatten(1) - modules.feature_transform.mean
+    rebuilt = (centred @ modules.feature_transform.components.T) @ modules.feature_transform.components
     assert torch.allclose(rebuilt, centred, atol=1e-3)
 
 

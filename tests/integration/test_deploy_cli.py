@@ -61,7 +61,8 @@ def test_client_matches_data_pipeline_preprocessing(jpegs: list[Path]) -> None:
 def test_client_round_trip_on_loopback(exported: Path, server_url: str, jpegs: list[Path], trained_run: Path,
                                        capsys: pytest.CaptureFixture) -> None:
     from deepobfuscator.data.cache import load_image
-    from deepobfuscator.runs import RunDir, load_trained
+    from deepobfuscator.methods import load_trained
+    from deepobfuscator.runs import RunDir
 
     args = ["client", *map(str, jpegs), "--obfuscator", str(exported / "obfuscator.onnx"), "--url", server_url]
     assert main([*args, "--json"]) == 0

@@ -18,9 +18,8 @@ from safetensors.torch import load_file
 
 from deepobfuscator.config import RunConfig
 from deepobfuscator.training import StopTraining, Trainer, make_trainer, summarize
-from deepobfuscator.training.distributed import (
-    DistributedSync, command_scope, gpu_slots, run_commands, shutdown,
-)
+from deepobfuscator.experiments.slots import gpu_slots, run_commands
+from deepobfuscator.training.distributed import DistributedSync, command_scope, shutdown
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")

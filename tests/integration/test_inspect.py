@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deepobfuscator.attacks.features import extract_features, load_pipeline, obfuscate
+from deepobfuscator.attacks.features import obfuscate
 from deepobfuscator.attacks.saved import load_attackers
 from deepobfuscator.cli import main
 from deepobfuscator.data import images_to_tensor
@@ -30,6 +30,7 @@ from deepobfuscator.deploy.inspect import create_app, load_inspected_run
 from deepobfuscator.deploy.service import BackgroundServer
 from deepobfuscator.imaging import load_image
 from deepobfuscator.losses import probabilities, resolve_msssim
+from deepobfuscator.methods import load_trained
 from deepobfuscator.metrics import balanced_accuracy, ms_ssim_per_image
 from deepobfuscator.runs import RunDir, open_run_data, run_specs
 
@@ -61,7 +62,7 @@ def face(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def reference(run_dir: Path, image: Path) -> dict[str, Any]:
     """What the page must show for ``image``, computed in process from the run directory."""
-    cfg, modules = load_pipeline(RunDir(run_dir))
+    cfg, modules = load_trained(RunDir(run_dir))
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
     pixels = load_image(image, size)
     x = images_to_tensor(np.array(pixels)[None])
@@ -93,16 +94,18 @@ def test_attack_saves_attackers_that_reproduce_its_test_metrics(inspect_runs: di
     attackers = load_attackers(run.path)
     assert attackers and load_attackers(inspect_runs["unattacked"]) is None
     assert [a.attacker for a in attackers.reconstructors] == ["mirror"] and attackers.unsaved == []
-    cfg, modules = load_pipeline(run)
+    cfg, modules = load_trained(run)
     data, _ = open_run_data(run, cfg, progress=False)
-    test = extract_features(cfg, modules, data, "test", "test", progress=False)
-    feats = torch.from_numpy(np.asarray(test.features, dtype=np.float32))
+    rows = np.sort(np.asarray(data.split["test"]))
+    images = images_to_tensor(np.asarray(data.images[rows]))
+    male = [s.name for s in run_specs(cfg)[1]].index("Male")
     linear = attackers.attributes["Male"][0]
     with torch.no_grad():
+        feats = obfuscate(cfg, modules, images).half().float()  # attackers read float16-stored features
         guessed = (linear.module(feats)[:, 0] > 0).long().numpy()
         recon = attackers.reconstructors[0].module(feats).clamp(0, 1)
-    assert balanced_accuracy(test.labels("Male"), guessed) == pytest.approx(linear.metrics["balanced_accuracy"], abs=1e-6)
-    images = test.image_tensor(np.arange(len(test)))
+    assert balanced_accuracy(data.private[rows, male], guessed) == pytest.approx(linear.metrics["balanced_accuracy"],
+                                                                                abs=1e-6)
     msssim = ms_ssim_per_image(recon, images, resolve_msssim(cfg.msssim, cfg.data.image_size)).mean().item()
     assert msssim == pytest.approx(attackers.reconstructors[0].metrics["ms_ssim"], abs=1e-4)
 

@@ -23,7 +23,8 @@ def reference(trained_run: Path) -> tuple[np.ndarray, np.ndarray]:
     """O's features of real test images and the in-process C's P(Smiling) for them."""
     from deepobfuscator.data import images_to_tensor
     from deepobfuscator.losses import probabilities
-    from deepobfuscator.runs import RunDir, load_trained, open_run_data, run_specs
+    from deepobfuscator.methods import load_trained
+    from deepobfuscator.runs import RunDir, open_run_data, run_specs
 
     run = RunDir(trained_run)
     cfg, modules = load_trained(run)

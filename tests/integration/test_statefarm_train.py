@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from deepobfuscator.config import preset
-from deepobfuscator.runs import RunDir, load_trained
-from deepobfuscator.training import train_run
+from deepobfuscator.methods import load_trained
+from deepobfuscator.runs import RunDir
+from deepobfuscator.methods import train_run
 
 
 def _train_statefarm(root: Path, tmp_path: Path, max_images: int, drivers: int) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepobfuscator.baselines.sweep import STATUS_FILE, load_sweep, parse_sweep, run_sweep
+from deepobfuscator.experiments.sweep import STATUS_FILE, load_sweep, parse_sweep, run_sweep
 from deepobfuscator.config import ConfigError
 from deepobfuscator.runs import RunDir
 

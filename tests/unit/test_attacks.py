@@ -156,7 +156,8 @@ def test_attributes_missing_in_another_dataset_are_skipped_with_a_note(run_copy:
 
 
 def test_check_disjoint_raises_on_shared_images(run_copy: Path):
-    from deepobfuscator.runs import RunDir, load_trained, open_run_data
+    from deepobfuscator.methods import load_trained
+    from deepobfuscator.runs import RunDir, open_run_data
 
     cfg, modules = load_trained(RunDir(run_copy))
     data, _ = open_run_data(RunDir(run_copy), cfg, progress=False)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from deepobfuscator.baselines import apply_pipeline_transforms, configure, get_method, input_transform
-from deepobfuscator.baselines.cache import stage_key
-from deepobfuscator.baselines.hybrid import HybridTrainer, PCALaplace, fit_pca_laplace, hybrid_params
-from deepobfuscator.baselines.noise import GaussianPixelNoise, InputNoiseTrainer, LaplacePixelMechanism, laplace_like
-from deepobfuscator.baselines.nopeek import NoPeekTrainer, distance_correlation
+from deepobfuscator.methods import attach_transforms, configure, get_method
+from deepobfuscator.experiments.cache import stage_key
+from deepobfuscator.methods.hybrid import HybridTrainer, PCALaplace, fit_pca_laplace, hybrid_params
+from deepobfuscator.methods.noise import GaussianPixelNoise, InputNoiseTrainer, LaplacePixelMechanism, laplace_like
+from deepobfuscator.methods.nopeek import NoPeekTrainer, distance_correlation
 from deepobfuscator.config import ConfigError, preset
 from deepobfuscator.training import Trainer
 
@@ -23,7 +23,7 @@ def _grey(n: int = 8, size: int = 64) -> torch.Tensor:
 def test_noisy_adds_gaussian_noise_with_sigma_40_of_255() -> None:
     torch.manual_seed(0)
     cfg = configure(preset("tiny"), "noisy")
-    transform = input_transform(cfg)
+    transform = get_method("noisy").input_transform(cfg)
     assert isinstance(transform, GaussianPixelNoise) and transform.sigma == pytest.approx(40 / 255)
     noise = transform(_grey()) - 0.5  # mid-grey: clipping to [0, 1] is 3.2 sigma away
     assert noise.std().item() == pytest.approx(40 / 255, rel=0.02)
@@ -37,7 +37,7 @@ def test_dp_laplace_scale_is_sensitivity_over_epsilon(epsilon: float) -> None:
     torch.manual_seed(1)
     cfg = preset("tiny")
     cfg.baseline = {"epsilon": epsilon}
-    transform = input_transform(configure(cfg, "dp"))
+    transform = get_method("dp").input_transform(configure(cfg, "dp"))
     assert isinstance(transform, LaplacePixelMechanism) and transform.scale == pytest.approx(1.0 / epsilon)
     noise = transform(_grey()) - 0.5
     # maximum-likelihood Laplace scale = mean |x|; std = sqrt(2) * scale
@@ -80,7 +80,7 @@ def test_configure_applies_each_method() -> None:
     neg = preset("tiny")
     neg.baseline = {"epsilon": -1}
     with pytest.raises(ConfigError, match="baseline.epsilon"):
-        input_transform(configure(neg, "dp"))
+        get_method("dp").input_transform(configure(neg, "dp"))
 
 
 def test_distance_correlation_properties() -> None:
@@ -134,7 +134,7 @@ def test_hybrid_pca_is_fitted_on_the_train_split_only(tiny_cfg) -> None:
     assert not torch.allclose(base.mean, moved.mean, atol=1e-5)
 
 
-def test_pipeline_transforms_are_what_attacks_see() -> None:
+def test_pipeline_transforms_are_what_attacks_see(tmp_path) -> None:
     from deepobfuscator.attacks.features import obfuscate
     from deepobfuscator.data.index import AttributeSpec
     from deepobfuscator.training.modules import build_modules
@@ -143,6 +143,7 @@ def test_pipeline_transforms_are_what_attacks_see() -> None:
     for name in ("encoder", "noisy", "dp"):
         cfg = configure(preset("tiny"), name)
         modules = build_modules(cfg, [AttributeSpec("Smiling", 2)], [AttributeSpec("Male", 2)])
+        attach_transforms(cfg, modules, tmp_path)
         modules.set_trainable()
         with torch.no_grad():
             plain = modules.obfuscator(images)
@@ -151,10 +152,10 @@ def test_pipeline_transforms_are_what_attacks_see() -> None:
         assert torch.equal(sent, plain) == (name == "encoder")
     shape = plain.shape[1:]
     d = int(np.prod(shape))
-    modules.transform = PCALaplace(torch.zeros(d), torch.eye(d)[:5], -torch.ones(5), torch.ones(5), tuple(shape), 2.0)
+    modules.feature_transform = PCALaplace(torch.zeros(d), torch.eye(d)[:5], -torch.ones(5), torch.ones(5), tuple(shape), 2.0)
     cfg = configure(preset("tiny"), "encoder")
     with torch.no_grad():
-        assert apply_pipeline_transforms(cfg, modules, images).shape == plain.shape
+        assert modules.encode(images).shape == plain.shape
 
 
 def test_pretrain_cache_keys_share_exactly_the_identical_stages() -> None:

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from deepobfuscator.config import RunConfig
 from deepobfuscator.runs import RunDir
-from deepobfuscator.training import StopTraining, build_modules, make_trainer, train_run
+from deepobfuscator.methods import train_run
+from deepobfuscator.training import StopTraining, build_modules, make_trainer
 from deepobfuscator.training.checkpoint import (
     latest_checkpoint, load_checkpoint, load_modules, save_checkpoint, save_modules,
 )

@@ -49,7 +49,7 @@ def test_shared_lfw_identities_follow_person_folders(lfw) -> None:
 @pytest.mark.shared
 def test_shared_lfw_max_images_and_training_steps(shared_data: Path, tmp_path: Path) -> None:
     from deepobfuscator.config import preset
-    from deepobfuscator.training import train_run
+    from deepobfuscator.methods import train_run
 
     small = load_lfw(shared_data / "lfw", max_images=20)
     assert len(small) == 20 and small.files[0].name == "AJ_Cook_0001.jpg"
@@ -134,7 +134,7 @@ def test_bad_roots(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- the official layout, test-made
 def test_official_layout_tree_labels_identities_and_training(lfw_tree: Path, tmp_path: Path) -> None:
     from deepobfuscator.config import preset
-    from deepobfuscator.training import train_run
+    from deepobfuscator.methods import train_run
 
     index = load_index("lfw", lfw_tree)
     assert len(index) == 40 and index.notes == [] and list(index.specs) == ["Male"]

@@ -23,7 +23,8 @@ def test_onnx_export_matches_pytorch_with_dynamic_batch(onnx_export: tuple[Path,
     import onnxruntime as ort
 
     from deepobfuscator.data import images_to_tensor
-    from deepobfuscator.runs import RunDir, load_trained, open_run_data
+    from deepobfuscator.methods import load_trained
+    from deepobfuscator.runs import RunDir, open_run_data
 
     out, card = onnx_export
     for name in ("obfuscator", "classifier"):

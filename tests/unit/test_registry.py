@@ -31,3 +31,33 @@ def test_duplicate_names_need_replace():
     assert reg.get("a") == 3
     with pytest.raises(ValueError):
         reg.add("", 4)
+
+
+def test_pop_unregisters_and_rejects_unknown_names():
+    reg: Registry = Registry("dataset")
+    reg.add("squares", 1)
+    assert reg.pop("squares") == 1 and "squares" not in reg
+    with pytest.raises(UnknownNameError):
+        reg.pop("squares")
+
+
+def test_every_lookup_by_name_uses_one_registry_shape():
+    from deepobfuscator.cli import COMMAND_MODULES
+    from deepobfuscator.config import ConfigError, PRESETS, preset
+    from deepobfuscator.data import LOADERS, DataError, load_index
+    from deepobfuscator.methods import METHODS, get_method
+    from deepobfuscator.models import CLASSIFIERS, RECONSTRUCTORS, build_reconstructor
+    from deepobfuscator.text.config import TEXT_PRESETS, text_preset
+
+    for reg in (COMMAND_MODULES, PRESETS, LOADERS, METHODS, CLASSIFIERS, RECONSTRUCTORS, TEXT_PRESETS):
+        assert isinstance(reg, Registry) and len(reg) and reg.describe()
+    with pytest.raises(ConfigError, match="did you mean 'noisy'"):
+        get_method("noisey")
+    with pytest.raises(ConfigError, match="did you mean 'demo'"):
+        preset("dem")
+    with pytest.raises(ConfigError, match="did you mean 'text-tiny'"):
+        text_preset("text-tin")
+    with pytest.raises(DataError, match="data.dataset: unknown dataset 'celeb'.*did you mean 'celeba'"):
+        load_index("celeb", ".")
+    with pytest.raises(UnknownNameError, match="did you mean 'mirror'"):
+        build_reconstructor("miror", 8, (4, 4), (16, 16))

@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from deepobfuscator.baselines import configure
+from deepobfuscator.methods import configure
 from deepobfuscator.config import preset, save_config
 from deepobfuscator.report.html import build_report
 from deepobfuscator.report.results import load_result

@@ -181,6 +181,7 @@ def test_train_text_resume_matches_uninterrupted(tweets: Path, tmp_path: Path) -
     from safetensors.torch import load_file
 
     from deepobfuscator.text.train import TextTrainer, train_text
+    from deepobfuscator.training import Position
 
     def cfg() -> TextRunConfig:
         out = tiny(tweets, epochs_adversarial=2)
@@ -190,8 +191,8 @@ def test_train_text_resume_matches_uninterrupted(tweets: Path, tmp_path: Path) -
     class Stop(Exception):
         pass
 
-    def stop(trainer: TextTrainer) -> None:
-        if trainer.position["stage"] == 2 and trainer.position["epoch"] == 1:
+    def stop(trainer: TextTrainer, pos: Position) -> None:
+        if pos.stage == 2 and pos.epoch == 1:
             raise Stop
 
     train_text(cfg(), tmp_path / "full", progress=False)

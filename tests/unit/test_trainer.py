@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from deepobfuscator.config import RunConfig
-from deepobfuscator.training import MODULE_NAMES, Trainer, make_trainer, train_run
+from deepobfuscator.methods import train_run
+from deepobfuscator.training import MODULE_NAMES, Trainer, make_trainer
 
 State = dict[str, dict[str, dict[str, torch.Tensor]]]
 

@@ -217,3 +217,15 @@ def test_any_finite_array_round_trips(x: np.ndarray, transport: str) -> None:
     else:
         _, scale, _ = wire.quantize_int8(x)
         assert np.abs(got - x).max() <= scale * 0.5 + 1e-6 * max(1.0, float(np.abs(x).max()))
+
+
+def test_npy_header_numpy_cannot_tokenise_is_a_clean_400() -> None:
+    """Found by the fuzz test above: a NUL byte in the header's shape makes numpy raise tokenize.TokenError."""
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((1, 8, 8, 8), dtype=np.float32))
+    body = buf.getvalue()
+    at = body.index(b"(1, 8")
+    mangled = body[:at] + b"\x00" + body[at + 1:]
+    with pytest.raises(WireError) as info:
+        wire.decode_npy(mangled)
+    assert info.value.status == 400 and info.value.code == "bad_header"

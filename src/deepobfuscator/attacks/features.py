@@ -16,7 +16,8 @@ from ..progress import progress_bar
 
 from ..config import RunConfig
 from ..data import PreparedData, images_to_tensor
-from ..runs import RunDir, RunError, load_trained
+from ..methods import load_trained
+from ..runs import RunDir, RunError
 from ..training.modules import Modules
 
 IN_MEMORY_LIMIT = 2 * 1024 ** 3  # bytes of float16 features kept in RAM; larger sets go to a temp memmap
@@ -25,37 +26,19 @@ IN_MEMORY_LIMIT = 2 * 1024 ** 3  # bytes of float16 features kept in RAM; larger
 def obfuscate(run_cfg: RunConfig, modules: Modules, images: torch.Tensor) -> torch.Tensor:
     """The features a phone running this run's defence sends for ``images`` (NCHW in [0, 1]).
 
-    This is the single place that defines the deployed pipeline for every attack: O (which
-    normalises inside), preceded by the defence's input transform and followed by its feature
-    transform when the run's method registers them (`deepobfuscator.baselines.registry`), so that
-    attackers observe exactly what the cloud receives. Without the baselines package it is
-    ``modules.obfuscator(images)``. Gradients flow through it (the white-box inversion attacker
-    differentiates it with respect to ``images``).
+    This is the single place that defines the deployed pipeline for every attack: the run method's
+    input transform, O (which normalises inside), then its feature transform, as set on ``modules``
+    by :func:`load_pipeline` (:meth:`Modules.encode`), so that attackers observe exactly what the
+    cloud receives. Gradients flow through it (the white-box inversion attacker differentiates it
+    with respect to ``images``).
     """
-    try:
-        from ..baselines.registry import apply_pipeline_transforms
-    except ImportError as exc:
-        if not (exc.name or "").startswith("deepobfuscator.baselines"):
-            raise
-        return modules.obfuscator(images)
-    return apply_pipeline_transforms(run_cfg, modules, images)
+    return modules.encode(images)
 
 
 def load_pipeline(run: RunDir, device: str = "cpu") -> tuple[RunConfig, Modules]:
-    """A trained run's config and frozen modules, with any per-run defence state (e.g. a fitted feature
-    transform) attached so that :func:`obfuscate` reproduces the deployed pipeline."""
-    cfg, modules = load_trained(run, device)
-    try:
-        from ..baselines.registry import attach_run_state
-    except ImportError as exc:
-        if not (exc.name or "").startswith("deepobfuscator.baselines"):
-            raise
-        return cfg, modules
-    attach_run_state(run.path, cfg, modules)
-    transform = getattr(modules, "transform", None)
-    if isinstance(transform, torch.nn.Module):
-        transform.to(device).eval()
-    return cfg, modules
+    """A trained run's config and frozen modules with its method's transforms attached (and any per-run
+    state they need, e.g. a fitted feature transform), so that :func:`obfuscate` reproduces the deployed pipeline."""
+    return load_trained(run, device)
 
 
 @dataclass

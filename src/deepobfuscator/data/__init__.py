@@ -5,6 +5,7 @@ and label matrices ready for training and attacks.
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -12,47 +13,38 @@ from typing import Callable
 import numpy as np
 
 from ..config import DataConfig
+from ..registry import Registry, UnknownNameError
 from ..utils import default_cache_dir
 from .batches import Batch, BatchLoader, images_to_tensor
 from .cache import cached_images, load_image
 from .celeba import load_celeba
 from .index import AttributeSpec, DataError, DatasetIndex
+from .lfw import load_lfw
 from .splits import SPLITS, load_split, make_split, save_split
+from .statefarm import load_statefarm
+from .synth import render_synthetic_celeba
 
 Loader = Callable[[Path, "int | None"], DatasetIndex]
-LOADERS: dict[str, Loader] = {"celeba": load_celeba}
+LOADERS: Registry[Loader] = Registry("dataset")
+LOADERS.add("celeba", load_celeba, "CelebA (official layout; list_eval_partition.txt optional)")
+LOADERS.add("lfw", load_lfw, "Labeled Faces in the Wild (deep-funneled), gender lists or lfw_attributes.txt")
+LOADERS.add("statefarm", load_statefarm, "State Farm distracted drivers (driver_imgs_list.csv)")
 
 SYNTH_VERSION = 1
 SYNTH_IMAGES = 4000
 
 
-def register_loader(name: str, loader: Loader) -> None:
-    """Make ``loader`` available as ``data.dataset = name``."""
-    LOADERS[name] = loader
-
-
-def _register_builtin_loaders() -> None:
-    """LFW and State Farm (official layouts)."""
-    from .lfw import load_lfw
-    from .statefarm import load_statefarm
-
-    register_loader("lfw", load_lfw)
-    register_loader("statefarm", load_statefarm)
-
-
-_register_builtin_loaders()
+def register_loader(name: str, loader: Loader, description: str = "", *, replace: bool = False) -> Loader:
+    """Make ``loader`` (root, max_images -> DatasetIndex) available as ``data.dataset = name``."""
+    return LOADERS.add(name, loader, description, replace=replace)
 
 
 def default_root(cache_dir: str | Path | None = None) -> Path:
     """The embedded synthetic face set, rendered on first use into the cache directory."""
-    from .synth import render_synthetic_celeba
-
     base = Path(cache_dir) if cache_dir else default_cache_dir()
     root = base / f"synthetic-faces-v{SYNTH_VERSION}"
     if not (root / "list_attr_celeba.txt").is_file():
         tmp = base / f".synthetic-faces-v{SYNTH_VERSION}.partial"
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         render_synthetic_celeba(tmp, n_images=SYNTH_IMAGES, seed=0, progress=True)
         shutil.rmtree(root, ignore_errors=True)
@@ -63,10 +55,12 @@ def default_root(cache_dir: str | Path | None = None) -> Path:
 def load_index(dataset: str, root: str | Path | None, max_images: int | None = None,
                cache_dir: str | Path | None = None) -> DatasetIndex:
     """Read a dataset root with the registered loader (the synthetic set when ``root`` is None)."""
-    if dataset not in LOADERS:
-        raise DataError(f"unknown dataset '{dataset}' (known: {', '.join(sorted(LOADERS))})")
+    try:
+        loader = LOADERS.get(dataset)
+    except UnknownNameError as exc:
+        raise DataError(f"config data.dataset: {exc}") from exc
     path = Path(root) if root is not None else default_root(cache_dir)
-    return LOADERS[dataset](path, max_images)
+    return loader(path, max_images)
 
 
 @dataclass
@@ -116,6 +110,6 @@ def prepare_data(cfg: DataConfig, split: dict | None = None, progress: bool = Tr
 
 __all__ = [
     "AttributeSpec", "Batch", "BatchLoader", "DataError", "DatasetIndex", "PreparedData", "SPLITS",
-    "cached_images", "default_root", "images_to_tensor", "load_image", "load_index", "load_split",
+    "LOADERS", "cached_images", "default_root", "images_to_tensor", "load_image", "load_index", "load_split",
     "make_split", "prepare_data", "register_loader", "save_split",
 ]

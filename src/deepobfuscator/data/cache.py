@@ -6,7 +6,6 @@ size and the resize policy, so a changed dataset or size never reuses a stale ar
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -76,8 +75,3 @@ def cached_images(
          "fingerprint": index.fingerprint(), "version": CACHE_VERSION},
     )
     return np.load(target, mmap_mode="r")
-
-
-def describe_cache(path: Path) -> dict:
-    """The metadata written beside a cache array."""
-    return json.loads(Path(path).with_suffix(".json").read_text())

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..attacks.features import obfuscate
 from ..config import RunConfig
-from ..runs import RunDir, load_trained, open_run_data
+from ..methods import load_trained
+from ..runs import RunDir, open_run_data
 from ..utils import atomic_write_json
 from .card import CARD_NAME, build_model_card, file_entry
 
@@ -34,15 +36,9 @@ class ParityError(ValueError):
 
 
 def reference_obfuscate(cfg: RunConfig, modules: Any, images: torch.Tensor) -> torch.Tensor:
-    """O's features in PyTorch: `attacks.features.obfuscate` when that module exists, else ``modules.obfuscator``."""
-    try:
-        from ..attacks.features import obfuscate
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("deepobfuscator.attacks.features", "deepobfuscator.attacks"):
-            raise
-        obfuscate = None
+    """The deployed pipeline's features in PyTorch (the same function the attacks use), without gradients."""
     with torch.no_grad():
-        return obfuscate(cfg, modules, images) if obfuscate else modules.obfuscator(images)
+        return obfuscate(cfg, modules, images)
 
 
 def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:

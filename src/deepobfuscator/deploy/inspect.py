@@ -5,8 +5,9 @@ what the cloud answers and what an eavesdropper recovers with the attackers `dee
 ``GET /`` is the page (HTML/JS/CSS shipped in ``deploy/static/inspect``, no CDN, no build step);
 ``GET /v1/runs`` describes the runs and ``GET /v1/examples/{i}`` serves faces drawn by the project's
 synthetic renderer (never dataset images). Uploads have the same body limit and error body as `serve`.
-Every run's pipeline is the one `deepobf attack` attacks (:func:`attacks.features.load_pipeline` then
-:func:`attacks.features.obfuscate`), fed by the same decoder and crop/resize as training and the client.
+Every run's pipeline is the one `deepobf attack` attacks (:func:`methods.load_trained` with the method's
+transforms, then :func:`attacks.features.obfuscate`), fed by the same decoder and crop/resize as training
+and the client.
 """
 from __future__ import annotations
 
@@ -26,13 +27,14 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ..attacks.features import load_pipeline, obfuscate
+from ..attacks.features import obfuscate
 from ..attacks.saved import RunAttackers, load_attackers
 from ..config import RunConfig
 from ..data import images_to_tensor
 from ..data.synth import render_synthetic_celeba
 from ..imaging import ImageError, load_image
 from ..losses import MSSSIMSettings, resolve_msssim
+from ..methods import load_trained
 from ..metrics import ms_ssim_per_image
 from ..runs import RunDir, run_specs, spec_to_dict
 from ..training.modules import Modules
@@ -171,7 +173,7 @@ class InspectedRun:
 def load_inspected_run(run_dir: Path, device: str = "cpu") -> InspectedRun:
     """Load a trained run's deployed pipeline and its saved attackers."""
     run = RunDir(Path(run_dir))
-    cfg, modules = load_pipeline(run, device)
+    cfg, modules = load_trained(run, device)
     task_specs, private_specs = run_specs(cfg)
     return InspectedRun(run.path, run.path.resolve().name, cfg, modules, [spec_to_dict(s) for s in task_specs],
                         {s.name: spec_to_dict(s) for s in private_specs}, resolve_msssim(cfg.msssim, cfg.data.image_size),

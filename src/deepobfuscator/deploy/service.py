@@ -100,7 +100,8 @@ def onnx_predictor(path: Path, threads: int | None = None) -> Predictor:
 def load_service_model(run_dir: Path, backend: str = "torch", onnx_path: Path | None = None,
                        threads: int | None = None) -> ServiceModel:
     """C of a trained run with its model card; ``backend`` torch (the run's weights) or onnx (exported file)."""
-    from ..runs import RunDir, load_trained, run_specs, spec_to_dict
+    from ..methods import load_trained
+    from ..runs import RunDir, run_specs, spec_to_dict
     from .card import CARD_NAME, build_model_card, feature_shape_of
 
     run = RunDir(Path(run_dir))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import math
 import struct
+import tokenize
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,7 +198,9 @@ def decode_npy(body: bytes) -> WireTensor:
             raise WireError(400, "bad_header", f"{where}: .npy format {version[0]}.{version[1]} not accepted (1.0 or 2.0)")
     except WireError:
         raise
-    except (ValueError, SyntaxError, TypeError, OverflowError, MemoryError, RecursionError, EOFError) as exc:
+    # numpy re-tokenises a header that fails literal_eval: a mangled one can also raise tokenize.TokenError
+    except (ValueError, SyntaxError, TypeError, OverflowError, MemoryError, RecursionError, EOFError,
+            tokenize.TokenError) as exc:
         raise WireError(400, "bad_header", f"{where}: not a readable .npy header: {exc}") from None
     if dtype.hasobject or dtype.kind != "f" or dtype.itemsize not in (2, 4) or dtype.fields or dtype.subdtype:
         raise WireError(422, "bad_dtype", f"{where}: dtype {dtype.str!r} not accepted (float16 or float32 only)")

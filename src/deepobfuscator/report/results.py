@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
+from ..methods import METHODS
 from ..runs import RunDir, RunError
 
 DEFEND_LABELS = {"both": "both", "reconstruction": "reconstruction only", "attributes": "attributes only",
@@ -75,9 +76,7 @@ class RunResult:
     @property
     def method_label(self) -> str:
         """Display name of the method."""
-        from ..baselines.registry import METHODS
-
-        return METHODS[self.method].label if self.method in METHODS else self.method
+        return METHODS.get(self.method).label if self.method in METHODS else self.method
 
     @property
     def defend(self) -> str:
@@ -87,9 +86,7 @@ class RunResult:
     @property
     def uses_lambda(self) -> bool:
         """True for methods with an adversarial stage weighted by lambda1/lambda2."""
-        from ..baselines.registry import METHODS
-
-        return self.method in METHODS and METHODS[self.method].uses_lambda and self.cfg.train.epochs_adversarial > 0
+        return self.method in METHODS and METHODS.get(self.method).uses_lambda and self.cfg.train.epochs_adversarial > 0
 
     @property
     def setting(self) -> str:

@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+from ..options import csv_list
 
 
 def cmd_text_train(args: argparse.Namespace) -> int:
@@ -59,8 +57,8 @@ def register_cli(sub: Any) -> None:
     p = sub.add_parser("text-train", help="train a text obfuscator (LSTM, paper section 5.2)")
     p.add_argument("--preset", default="text-cpu", help="text-cpu, text-paper or text-tiny")
     p.add_argument("--data", help="a .tsv file, or a folder with data.tsv or train/dev/test.tsv (see docs/text.md)")
-    p.add_argument("--task", type=_csv, help="intended label columns, comma-separated (default: mention)")
-    p.add_argument("--private", type=_csv, help="private label columns, comma-separated (default: dialect)")
+    p.add_argument("--task", type=csv_list, help="intended label columns, comma-separated (default: mention)")
+    p.add_argument("--private", type=csv_list, help="private label columns, comma-separated (default: dialect)")
     p.add_argument("--defend", choices=["attributes", "none"], help="attributes: DeepObfuscator; none: no defence")
     p.add_argument("--out", help="run directory (default: runs/<preset>-<defend>)")
     p.add_argument("--seed", type=int, help="training seed")

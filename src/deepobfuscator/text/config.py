@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
-from ..config import ConfigError, apply_overrides, lookup_preset
+from ..config import ConfigError, apply_overrides, config_from_dict, make_preset, read_config_yaml
+from ..registry import Registry
 
 
 @dataclass
@@ -88,29 +86,7 @@ class TextRunConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TextRunConfig":
         """Build from a nested dict, rejecting unknown keys with a suggestion."""
-        if not isinstance(raw, dict):
-            raise ConfigError(f"text config: expected a mapping, got {type(raw).__name__}")
-        kwargs: dict[str, Any] = {}
-        for key, value in raw.items():
-            section = _SECTIONS.get(key)
-            kwargs[key] = _section(section, value, f"{key}.") if section else value
-        return _section(cls, kwargs, "")
-
-
-_SECTIONS: dict[str, type] = {"data": TextDataConfig, "model": TextModelConfig, "privacy": TextPrivacyConfig,
-                              "train": TextTrainConfig}
-
-
-def _section(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where.rstrip('.') or 'config'}: expected a mapping, got {type(raw).__name__}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in names:
-            hint = difflib.get_close_matches(key, names, n=1)
-            raise ConfigError(f"unknown text config key '{where}{key}'"
-                              + (f"; did you mean '{where}{hint[0]}'?" if hint else ""))
-    return cls(**raw)
+        return config_from_dict(cls, raw)
 
 
 def _preset_text_paper() -> TextRunConfig:
@@ -139,14 +115,15 @@ def _preset_text_tiny() -> TextRunConfig:
     return cfg
 
 
-TEXT_PRESETS: dict[str, Callable[[], TextRunConfig]] = {
-    "text-paper": _preset_text_paper, "text-cpu": _preset_text_cpu, "text-tiny": _preset_text_tiny,
-}
+TEXT_PRESETS: Registry[Callable[[], TextRunConfig]] = Registry("text preset")
+TEXT_PRESETS.add("text-paper", _preset_text_paper, "paper Table 7 sizes, GPU")
+TEXT_PRESETS.add("text-cpu", _preset_text_cpu, "smaller LSTMs for a CPU")
+TEXT_PRESETS.add("text-tiny", _preset_text_tiny)
 
 
 def text_preset(name: str) -> TextRunConfig:
     """The named text preset as a fresh config."""
-    return lookup_preset(TEXT_PRESETS, name, "text preset")
+    return make_preset(TEXT_PRESETS, name)
 
 
 def apply_text_overrides(cfg: TextRunConfig, overrides: list[str]) -> TextRunConfig:
@@ -156,17 +133,7 @@ def apply_text_overrides(cfg: TextRunConfig, overrides: list[str]) -> TextRunCon
 
 def load_text_config(path: Path) -> TextRunConfig:
     """Read a text run's ``config.yaml``."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such config file") from exc
+    raw = read_config_yaml(path)
     if raw.get("modality") != "text":
         raise ConfigError(f"{path}: not a text run (modality is {raw.get('modality', 'image')!r})")
     return TextRunConfig.from_dict(raw)
-
-
-def save_text_config(cfg: TextRunConfig, path: Path) -> None:
-    """Write the resolved config as YAML (atomically)."""
-    from ..utils import atomic_write_text
-
-    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))

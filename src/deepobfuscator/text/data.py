@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..data.index import AttributeSpec, DataError
+from ..utils import atomic_write_json
 
 TEXT_COLUMN = "text"
 PAD, UNK, URL, USER = "<pad>", "<unk>", "<url>", "<user>"
@@ -72,8 +73,6 @@ class Vocabulary:
 
     def save(self, path: Path) -> None:
         """Write the token list as JSON."""
-        from ..utils import atomic_write_json
-
         atomic_write_json(Path(path), {"tokens": self.tokens})
 
     @classmethod
@@ -285,10 +284,10 @@ class TextBatches:
         n = len(self.indices)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def epoch(self, epoch: int = 0) -> Iterator[TextBatch]:
-        """The batches of ``epoch``."""
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[TextBatch]:
+        """The batches of ``epoch`` from batch number ``start`` on."""
         order = np.random.default_rng([self.seed, epoch]).permutation(self.indices) if self.shuffle else self.indices
-        for b in range(len(self)):
+        for b in range(start, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             lengths = self.lengths[idx]
             yield TextBatch(torch.from_numpy(self.ids[idx, : int(lengths.max())].copy()),

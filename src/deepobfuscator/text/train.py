@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,16 +19,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..progress import progress_bar, progress_write
 
-from ..config import ConfigError
+from .. import __version__
+from ..config import ConfigError, save_config
 from ..data.index import AttributeSpec, DataError
 from ..data.splits import SPLITS, make_split
-from ..losses import attribute_loss, prediction_entropy_loss, predictions
-from ..runs import RunDir, RunError, spec_to_dict
-from ..training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_modules
-from ..utils import atomic_write_json, resolve_device, seed_everything
-from .config import TextRunConfig, load_text_config, save_text_config
+from ..losses import ATTRIBUTE_OBJECTIVES, attribute_defence_loss, attribute_loss, predictions
+from ..metrics import majority_rate
+from ..runs import RunDir, spec_to_dict
+from ..training.staged import GradSync, Position, StagedTrainer
+from ..training.start import begin_run
+from ..utils import atomic_write_json, git_commit, resolve_device
+from .config import TextRunConfig, load_text_config
 from .data import TextBatch, TextBatches, TextCorpus, Vocabulary, bag_of_words, encode, load_text, tokenize
 from .models import BagOfWordsReconstructor, LSTMClassifier, TextObfuscator
 
@@ -159,23 +160,20 @@ def frequent_words_f1(data: TextData, split: str = "test") -> dict[str, float]:
     return best
 
 
-def majority_rate(labels: np.ndarray) -> float:
-    """Share of the most frequent class."""
-    _, counts = np.unique(labels, return_counts=True)
-    return float(counts.max() / counts.sum()) if len(counts) else float("nan")
-
-
-class TextTrainer:
+class TextTrainer(StagedTrainer):
     """Runs the four text stages for one run directory; resumable at every epoch end."""
 
+    stages = STAGES
+
     def __init__(self, cfg: TextRunConfig, run: RunDir, data: TextData, progress: bool = True,
-                 device: str = "cpu", on_step: Callable[["TextTrainer"], None] | None = None) -> None:
+                 device: str = "cpu", on_step: Callable[["TextTrainer", Position], None] | None = None) -> None:
         self.cfg, self.run, self.data = cfg, run, data
         self.progress, self.device, self.on_step = progress, device, on_step
+        self.sync = GradSync()
         if cfg.privacy.defend not in PHASES_BY_DEFENCE:
             raise ConfigError(f"privacy.defend for text must be one of {sorted(PHASES_BY_DEFENCE)}, "
                               f"got {cfg.privacy.defend!r}")
-        if cfg.privacy.attribute_objective not in ("negative_bce", "entropy"):
+        if cfg.privacy.attribute_objective not in ATTRIBUTE_OBJECTIVES:
             raise ConfigError(f"unknown privacy.attribute_objective {cfg.privacy.attribute_objective!r}")
         self.phases = PHASES_BY_DEFENCE[cfg.privacy.defend]
         self.modules = build_text_modules(cfg, len(data.vocab), data.task_specs, data.private_specs)
@@ -184,21 +182,34 @@ class TextTrainer:
         t = cfg.train
         self.optimizers = {name: torch.optim.Adam(m.parameters(), t.lr if name in ("obfuscator", "classifier")
                                                   else t.lr_attacker) for name, m in self.modules.items()}
-        self.position = {"stage": 0, "epoch": 0, "global_step": 0, "metrics_lines": 0}
+        self.position = Position()
 
     # ----------------------------------------------------------------- plumbing
-    def set_trainable(self, *names: str) -> None:
-        """Train mode + gradients for ``names``; eval mode and frozen parameters for the rest."""
-        for name, module in self.modules.items():
-            module.train(name in names)
-            module.requires_grad_(name in names)
+    def module_dict(self) -> dict[str, nn.Module]:
+        """O, C, AC, the fresh adversary and the bag-of-words attacker by name."""
+        return self.modules
 
-    def _update(self, names: tuple[str, ...], loss: torch.Tensor) -> None:
-        for name in names:
-            self.optimizers[name].zero_grad(set_to_none=True)
-        loss.backward()
-        for name in names:
-            self.optimizers[name].step()
+    def epochs(self, stage: int) -> int:
+        """Configured epochs of ``stage``."""
+        t = self.cfg.train
+        return (t.epochs_pretrain, t.epochs_attacker, t.epochs_adversarial, t.epochs_attack)[stage]
+
+    def train_loader(self, stage: int) -> TextBatches:
+        """Shuffled training batches of ``stage`` (seeded per stage)."""
+        t = self.cfg.train
+        return self.data.batches("train", t.batch_size, shuffle=True, seed=t.seed * 1000 + stage, drop_last=True)
+
+    def stage_step(self, stage: int) -> Callable[[TextBatch, int], dict[str, Any]]:
+        """The update of ``stage`` for batch number ``step``."""
+        return lambda batch, step: self.step(stage, batch, step)
+
+    def validate(self, stage: int, split: str = "val") -> dict[str, Any]:
+        """Metrics after an epoch of ``stage`` on (at most ``train.max_val_examples`` of) ``split``."""
+        return self.evaluate(stage, split, self.cfg.train.max_val_examples)
+
+    def final_metadata(self) -> dict[str, str]:
+        """Run name and modality, stored with the final weights."""
+        return {"run": self.cfg.name, "modality": "text"}
 
     def features(self, batch: TextBatch, grad: bool) -> torch.Tensor:
         """O(tokens); computed without a graph when O is not updated."""
@@ -234,10 +245,8 @@ class TextTrainer:
             l_c = attribute_loss(self.modules["classifier"](feats, batch.lengths), batch.task, self.data.task_specs)
             logits = self.modules["adversary"](feats, batch.lengths)
             l_ac = attribute_loss(logits, batch.private, self.data.private_specs)
-            if self.cfg.privacy.attribute_objective == "negative_bce":
-                loss = l_c - self.cfg.privacy.lambda1 * l_ac
-            else:
-                loss = l_c + self.cfg.privacy.lambda1 * prediction_entropy_loss(logits, self.data.private_specs)
+            loss = attribute_defence_loss(l_c, logits, l_ac, self.data.private_specs,
+                                          self.cfg.privacy.attribute_objective, self.cfg.privacy.lambda1)
             self._update(("obfuscator",), loss)
         return {"L_C": l_c.item(), "L_AC": l_ac.item()}
 
@@ -305,56 +314,6 @@ class TextTrainer:
             out["bow"] = f1.as_dict()
         return out
 
-    # ----------------------------------------------------------------- loop
-    def _log(self, record: dict[str, Any]) -> None:
-        with open(self.run.metrics, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        self.position["metrics_lines"] += 1
-
-    def resume(self) -> bool:
-        """Restore the latest epoch-end checkpoint; returns True if there was one."""
-        ckpt = latest_checkpoint(self.run.checkpoints)
-        if ckpt is None:
-            return False
-        self.position = load_checkpoint(ckpt, self.modules, self.optimizers)
-        if self.run.metrics.is_file():
-            lines = self.run.metrics.read_text().splitlines(keepends=True)[: self.position["metrics_lines"]]
-            self.run.metrics.write_text("".join(lines))
-        return True
-
-    def epochs(self, stage: int) -> int:
-        """Configured epochs of ``stage``."""
-        t = self.cfg.train
-        return (t.epochs_pretrain, t.epochs_attacker, t.epochs_adversarial, t.epochs_attack)[stage]
-
-    def fit(self) -> None:
-        """Train from the current position to the end and write ``final.safetensors``."""
-        pos, t = self.position, self.cfg.train
-        while pos["stage"] < len(STAGES):
-            stage = pos["stage"]
-            if pos["epoch"] >= self.epochs(stage):
-                pos["stage"], pos["epoch"] = stage + 1, 0
-                continue
-            loader = self.data.batches("train", t.batch_size, shuffle=True, seed=t.seed * 1000 + stage, drop_last=True)
-            started = time.perf_counter()
-            bar = progress_bar(loader.epoch(pos["epoch"]), total=len(loader), disable=not self.progress, leave=False,
-                       desc=f"{STAGES[stage]} {pos['epoch'] + 1}/{self.epochs(stage)}", unit="batch")
-            for step, batch in enumerate(bar):
-                losses = self.step(stage, batch.to(self.device), step)
-                pos["global_step"] += 1
-                bar.set_postfix({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in losses.items()})
-                if self.on_step:
-                    self.on_step(self)
-            seconds = time.perf_counter() - started
-            record = {"stage": STAGES[stage], "epoch": pos["epoch"] + 1, "split": "val", "seconds": seconds,
-                      "batches": len(loader), **self.evaluate(stage, "val", t.max_val_examples)}
-            self._log(record)
-            if self.progress:
-                progress_write(json.dumps(record))
-            pos["epoch"] += 1
-            save_checkpoint(self.run.checkpoints, self.modules, self.optimizers, dict(pos))
-        save_modules(self.modules, self.run.final, metadata={"run": self.cfg.name, "modality": "text"})
-
     def summarize(self) -> dict[str, Any]:
         """Test-split results with majority rates and the frequent-words F1 baseline; written to train_summary.json."""
         d = self.data
@@ -373,19 +332,9 @@ class TextTrainer:
 
 
 def make_text_trainer(cfg: TextRunConfig, out: Path, resume: bool = False, progress: bool = True,
-                      on_step: Callable[[TextTrainer], None] | None = None) -> TextTrainer:
+                      on_step: Callable[[TextTrainer, Position], None] | None = None) -> TextTrainer:
     """Create (or, with ``resume``, re-open) a text run directory and a trainer at its latest checkpoint."""
-    from .. import __version__
-    from ..utils import git_commit
-
-    run = RunDir(Path(out))
-    if run.exists() and not resume:
-        raise RunError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
-    if run.exists():
-        cfg = load_text_config(run.config)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed)
+    run, cfg = begin_run(out, cfg, resume, lambda r: load_text_config(r.config))
     data, split = prepare_text(cfg, run if run.exists() else None)
     if not run.exists():
         run.path.mkdir(parents=True, exist_ok=True)
@@ -397,7 +346,7 @@ def make_text_trainer(cfg: TextRunConfig, out: Path, resume: bool = False, progr
                          "split_sizes": {k: len(split[k]) for k in SPLITS}})
         atomic_write_json(run.split, split)
         data.vocab.save(run.path / "vocab.json")
-        save_text_config(cfg, run.config)
+        save_config(cfg, run.config)
     trainer = TextTrainer(cfg, run, data, progress, resolve_device(cfg.train.device), on_step)
     if resume:
         trainer.resume()
@@ -405,7 +354,7 @@ def make_text_trainer(cfg: TextRunConfig, out: Path, resume: bool = False, progr
 
 
 def train_text(cfg: TextRunConfig, out: Path, resume: bool = False, progress: bool = True,
-               on_step: Callable[[TextTrainer], None] | None = None) -> dict[str, Any]:
+               on_step: Callable[[TextTrainer, Position], None] | None = None) -> dict[str, Any]:
     """Train a text run end to end (or continue it) and return its test summary."""
     trainer = make_text_trainer(cfg, out, resume, progress, on_step)
     if not (resume and trainer.run.is_complete()):

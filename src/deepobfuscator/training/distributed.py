@@ -1,4 +1,4 @@
-"""Data-parallel training across processes (``torchrun``) and GPU-parallel sweeps.
+"""Data-parallel training across processes (``torchrun``).
 
 Under ``torchrun`` every rank builds the same modules, reads its shard of every global batch
 (:class:`~deepobfuscator.data.BatchLoader` cuts batch ``b`` as ``chunk[rank::world]``) and, before
@@ -14,27 +14,23 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import subprocess
-import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from ..config import RunConfig
+from ..runs import RunDir
 from ..utils import resolve_device
-from .trainer import GradSync
-
-if TYPE_CHECKING:
-    from ..config import RunConfig
-    from .modules import Modules
-    from .trainer import Trainer
+from .modules import Modules
+from .staged import GradSync
+from .trainer import Trainer
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
                  "ROLE_WORLD_SIZE", "GROUP_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
@@ -100,7 +96,7 @@ class DistributedSync(GradSync):
     bucket_bytes: int = DEFAULT_BUCKET_BYTES
     _owners: dict[int, nn.Module] = field(default_factory=dict, repr=False)
 
-    def attach(self, modules: "Modules") -> None:
+    def attach(self, modules: Modules) -> None:
         """Remember which module owns which parameters, so their BatchNorm statistics follow the gradients."""
         self._owners = {id(p): m for _, m in modules.items() for p in m.parameters()}
 
@@ -139,7 +135,7 @@ class DistributedSync(GradSync):
         dist.all_reduce(buf)
         return buf.to(values.device)
 
-    def broadcast_modules(self, modules: "Modules", src: int = 0) -> None:
+    def broadcast_modules(self, modules: Modules, src: int = 0) -> None:
         """Copy parameters and buffers of every module from rank ``src`` to all ranks."""
         if self.world <= 1:
             return
@@ -188,24 +184,19 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def _run_config_device(cfg: "RunConfig", out: Path, resume: bool) -> str:
-    from ..runs import RunDir
-
+def _run_config_device(cfg: RunConfig, out: Path, resume: bool) -> str:
     run = RunDir(Path(out))
     return run.read_config().train.device if resume and run.exists() else cfg.train.device
 
 
-def make_distributed_trainer(cfg: "RunConfig", out: Path, resume: bool = False, progress: bool = True,
-                             on_step: Callable | None = None, trainer_cls: type | None = None) -> "Trainer":
-    """:func:`~deepobfuscator.training.make_trainer` for one rank of a torchrun job.
+def make_distributed_trainer(cfg: RunConfig, out: Path, resume: bool,
+                             build: Callable[[GradSync, bool], Trainer]) -> Trainer:
+    """One rank of a torchrun job: ``build(sync, resume)`` (a single-process trainer factory) in a safe order.
 
     Rank 0 creates (or re-opens) the run directory and builds the data cache first; then the first
     rank of every other machine (node-local caches); then all other ranks, which open the existing run
     and its latest checkpoint. An error on any rank is raised on all of them.
     """
-    from . import make_trainer
-    from .trainer import Trainer
-
     sync = init_distributed(_run_config_device(cfg, out, resume))
     turn = 0 if sync.rank == 0 else (1 if env_local_rank() == 0 else 2)
     trainer = None
@@ -213,8 +204,7 @@ def make_distributed_trainer(cfg: "RunConfig", out: Path, resume: bool = False, 
         error: Any = None
         if turn == current:
             try:
-                trainer = make_trainer(cfg, out, resume=resume if sync.rank == 0 else True, progress=progress,
-                                       sync=sync, on_step=on_step, trainer_cls=trainer_cls or Trainer)
+                trainer = build(sync, resume if sync.rank == 0 else True)
             except Exception as exc:  # raised on every rank below
                 error = exc
         errors = sync.all_gather_object(_picklable(error))
@@ -282,96 +272,7 @@ def command_scope(command: str) -> Iterator[bool]:
         shutdown()
 
 
-# ----------------------------------------------------------------------------- several GPUs, several runs
-def gpu_slots(per_gpu: int = 1) -> list[str]:
-    """Visible GPU ids (honouring ``CUDA_VISIBLE_DEVICES``), each repeated ``per_gpu`` times; [] without GPUs."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        ids = [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1"]
-    else:
-        ids = [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return [gpu for gpu in ids for _ in range(max(1, per_gpu))]
-
-
-def run_commands(commands: Sequence[Sequence[str]], slots: Sequence[str | None] | None = None,
-                 env: dict[str, str] | None = None, log_dir: str | Path | None = None,
-                 poll_seconds: float = 0.5) -> list[int]:
-    """Run subprocess ``commands``, as many at once as there are ``slots``; return their exit codes in order.
-
-    Each running command gets ``CUDA_VISIBLE_DEVICES`` set to its slot (``None`` leaves it alone);
-    ``slots`` defaults to :func:`gpu_slots` (one run per GPU), or one sequential CPU slot without GPUs.
-    With ``log_dir``, command ``i`` writes stdout and stderr to ``log_dir/run-<i>.log``.
-    """
-    free: list[str | None] = list(slots) if slots is not None else (gpu_slots() or [None])
-    if not free:
-        raise ValueError("run_commands needs at least one slot")
-    pending = list(enumerate(commands))[::-1]
-    running: list[tuple[int, subprocess.Popen, str | None, Any]] = []
-    codes: list[int] = [0] * len(commands)
-    if log_dir is not None:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
-    try:
-        while pending or running:
-            while pending and free:
-                i, cmd = pending.pop()
-                slot = free.pop(0)
-                child_env = {**os.environ, **(env or {})}
-                if slot is not None:
-                    child_env["CUDA_VISIBLE_DEVICES"] = slot
-                log = open(Path(log_dir) / f"run-{i}.log", "w") if log_dir is not None else None
-                proc = subprocess.Popen(list(cmd), env=child_env, stdout=log, stderr=subprocess.STDOUT if log else None)
-                running.append((i, proc, slot, log))
-            done = [r for r in running if r[1].poll() is not None]
-            if not done:
-                time.sleep(poll_seconds)
-            for item in done:
-                i, proc, slot, log = item
-                codes[i] = int(proc.returncode)
-                if log is not None:
-                    log.close()
-                running.remove(item)
-                free.append(slot)
-    finally:
-        for _, proc, _, log in running:
-            proc.terminate()
-            if log is not None:
-                log.close()
-    return codes
-
-
-def _pin_slot(queue: Any) -> None:
-    slot = queue.get()
-    if slot is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = slot
-
-
-def map_on_gpus(fn: Callable[[Any], Any], items: Sequence[Any], slots: Sequence[str | None] | None = None) -> list[Any]:
-    """``[fn(x) for x in items]`` with one worker process per slot, each pinned to its GPU.
-
-    ``fn`` must be importable (a module-level function); without GPUs (and no ``slots``) the items
-    run in this process, one after the other.
-    """
-    slots = list(slots) if slots is not None else gpu_slots()
-    if not slots:
-        return [fn(x) for x in items]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    for slot in slots:
-        queue.put(slot)
-    with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_pin_slot, initargs=(queue,)) as pool:
-        return list(pool.map(fn, items))
-
-
-def python_command(*args: str) -> list[str]:
-    """``[sys.executable, *args]``: a child command that uses this interpreter."""
-    return [sys.executable, *args]
-
-
 __all__ = [
     "DISTRIBUTED_COMMANDS", "DistributedSync", "command_scope", "env_local_rank", "env_rank", "env_world",
-    "gpu_slots", "init_distributed", "launched", "make_distributed_trainer", "map_on_gpus", "python_command",
-    "run_commands", "shutdown",
+    "init_distributed", "launched", "make_distributed_trainer", "shutdown",
 ]

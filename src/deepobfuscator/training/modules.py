@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -11,16 +12,29 @@ from ..data.index import AttributeSpec
 from ..models import build_classifier, build_obfuscator, build_reconstructor
 
 MODULE_NAMES = ("obfuscator", "classifier", "reconstructor", "adversary")
+Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
 class Modules:
-    """O (obfuscator), C (classifier), AR (reconstructor), AC (adversary classifier)."""
+    """O (obfuscator), C (classifier), AR (reconstructor), AC (adversary classifier), and the defence's transforms.
+
+    ``input_transform`` (applied to raw [0, 1] images before O) and ``feature_transform`` (applied
+    to O's output before it is sent) are set by the run's method; None means identity. They are
+    not trained with the four modules and are not part of their checkpoints.
+    """
 
     obfuscator: nn.Module
     classifier: nn.Module
     reconstructor: nn.Module
     adversary: nn.Module
+    input_transform: Transform | None = None
+    feature_transform: Transform | None = None
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """What the phone sends for ``images``: input transform, O, then feature transform."""
+        feats = self.obfuscator(self.input_transform(images) if self.input_transform else images)
+        return self.feature_transform(feats) if self.feature_transform else feats
 
     def items(self) -> list[tuple[str, nn.Module]]:
         """(name, module) pairs in a fixed order."""
@@ -30,14 +44,22 @@ class Modules:
         """Move every module to ``device``."""
         for _, m in self.items():
             m.to(device)
+        if isinstance(self.feature_transform, nn.Module):
+            self.feature_transform.to(device)
         return self
 
     def set_trainable(self, *names: str) -> None:
         """Train mode + gradients for ``names``; eval mode and no parameter gradients for the rest."""
-        for name, module in self.items():
-            on = name in names
-            module.train(on)
-            module.requires_grad_(on)
+        set_trainable(self.items(), names)
+
+
+def set_trainable(modules: Iterable[tuple[str, nn.Module]], names: Iterable[str]) -> None:
+    """Train mode + gradients for the modules named in ``names``; eval mode and frozen parameters for the rest."""
+    names = set(names)
+    for name, module in modules:
+        on = name in names
+        module.train(on)
+        module.requires_grad_(on)
 
 
 def feature_shape(cfg: RunConfig) -> tuple[int, int, int]:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import types
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import ConfigError
-
-if TYPE_CHECKING:
-    from .modules import Modules
+from .modules import Modules
 
 AMP_MODES = {"none": None, "bf16": torch.bfloat16}
 _ATTR = "_deepobf_precision"
@@ -57,7 +55,7 @@ def _precision_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     return _to_float32(out) if amp != "none" else out
 
 
-def apply_precision(modules: "Modules", amp: str = "none", channels_last: bool = False, device: str = "cpu") -> None:
+def apply_precision(modules: Modules, amp: str = "none", channels_last: bool = False, device: str = "cpu") -> None:
     """Make every module of ``modules`` run with ``amp`` autocast and/or channels-last (no-op for the defaults)."""
     autocast(device, amp)  # validates amp
     if amp == "none" and not channels_last:

@@ -10,68 +10,31 @@ updated are in eval mode with ``requires_grad=False`` and features are detached 
 """
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
-from ..progress import progress_bar, progress_write
 
 from ..config import RunConfig
-from ..data import Batch, PreparedData
+from ..data import Batch, BatchLoader, PreparedData
 from ..losses import (
-    MSSSIMSettings, attribute_loss, ms_ssim, predictions, prediction_entropy_loss, reconstruction_loss,
+    MSSSIMSettings, attribute_defence_loss, attribute_loss, ms_ssim, predictions, reconstruction_loss,
     reconstruction_losses,
 )
 from ..runs import RunDir
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_modules
 from .modules import Modules
+from .staged import GradSync, Position, StagedTrainer
 
 STAGES = ("pretrain", "attacker", "adversarial")
 PHASES_BY_DEFENCE = {"both": (0, 1, 2, 3), "reconstruction": (0, 2, 3), "attributes": (1, 2, 3), "none": (2, 3)}
 
 
-class StopTraining(Exception):
-    """Raised by a step callback to stop training early (used by tests to simulate a kill)."""
-
-
 @dataclass
-class Position:
-    """Where training is: stage index, epoch within the stage, next batch within the epoch."""
+class Trainer(StagedTrainer):
+    """Runs the three stages of Algorithm 1 for one run directory; resumable at any checkpoint."""
 
-    stage: int = 0
-    epoch: int = 0
-    step: int = 0
-    global_step: int = 0
-    metrics_lines: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """JSON form."""
-        return dict(self.__dict__)
-
-
-@dataclass
-class GradSync:
-    """Hook that averages gradients across data-parallel ranks before each optimiser step (no-op here)."""
-
-    rank: int = 0
-    world: int = 1
-
-    def __call__(self, params: Iterable[nn.Parameter]) -> None:
-        """Average ``params``' gradients across ranks."""
-
-    def reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum a tensor of statistics across ranks."""
-        return values
-
-
-@dataclass
-class Trainer:
-    """Runs the three stages for one run directory; resumable at any checkpoint."""
+    stages = STAGES
 
     cfg: RunConfig
     run: RunDir
@@ -83,8 +46,6 @@ class Trainer:
     device: str = "cpu"
     sync: GradSync = field(default_factory=GradSync)
     on_step: Callable[["Trainer", Position], None] | None = None
-    input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
-    feature_transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # applied to O's output (Hybrid)
 
     def __post_init__(self) -> None:
         t = self.cfg.train
@@ -105,27 +66,42 @@ class Trainer:
         self.has_private = bool(self.private_specs)
 
     # ----------------------------------------------------------------- plumbing
+    def module_dict(self) -> dict[str, nn.Module]:
+        """O, C, AR and AC by name."""
+        return dict(self.modules.items())
+
     def epochs(self, stage: int) -> int:
         """Configured epochs of stage ``stage``."""
         t = self.cfg.train
         return (t.epochs_pretrain, t.epochs_attacker, t.epochs_adversarial)[stage]
 
-    def _update(self, names: tuple[str, ...], loss: torch.Tensor) -> None:
-        for name in names:
-            self.optimizers[name].zero_grad(set_to_none=True)
-        loss.backward()
-        for name in names:
-            self.sync(getattr(self.modules, name).parameters())
-            self.optimizers[name].step()
+    def train_loader(self, stage: int) -> BatchLoader:
+        """This rank's shuffled training batches of ``stage`` (seeded per stage)."""
+        t = self.cfg.train
+        return self.data.loader("train", t.batch_size, shuffle=True, seed=t.seed * 1000 + stage, drop_last=True,
+                                rank=self.sync.rank, world=self.sync.world)
 
-    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Images as the obfuscator sees them (baselines may add noise here)."""
-        return self.input_transform(images) if self.input_transform else images
+    def checkpoint_every(self) -> int:
+        """``train.checkpoint_every`` steps between mid-epoch checkpoints."""
+        return self.cfg.train.checkpoint_every
+
+    def epoch_record(self, stage: int, seconds: float, steps: int, batches: int,
+                     val: dict[str, Any]) -> dict[str, Any]:
+        """The metrics.jsonl record of one finished epoch (with seconds per batch)."""
+        return {"stage": STAGES[stage], "epoch": self.position.epoch + 1, "split": "val", "seconds": seconds,
+                "seconds_per_batch": seconds / max(steps, 1), "batches": batches, **val}
+
+    def format_record(self, record: dict[str, Any]) -> str:
+        """One human line for a metrics record."""
+        return format_metrics(record)
+
+    def final_metadata(self) -> dict[str, str]:
+        """Run name and method, stored with the final weights."""
+        return {"run": self.cfg.name, "method": self.cfg.method}
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Features as the deployed pipeline sends them: O(input_transform(images)), then feature_transform."""
-        feats = self.modules.obfuscator(self.prepare_images(images))
-        return self.feature_transform(feats) if self.feature_transform else feats
+        """Features as the deployed pipeline sends them (:meth:`Modules.encode`: the method's transforms around O)."""
+        return self.modules.encode(images)
 
     def features(self, batch: Batch, grad: bool) -> torch.Tensor:
         """O(images); detached (and computed without a graph) when O is not being updated."""
@@ -175,12 +151,8 @@ class Trainer:
         l_c = attribute_loss(self.modules.classifier(feats), batch.task, self.task_specs)
         adv_logits = self.modules.adversary(feats)
         l_ac = attribute_loss(adv_logits, batch.private, self.private_specs)
-        if self.cfg.privacy.attribute_objective == "negative_bce":
-            loss = l_c - self.cfg.privacy.lambda1 * l_ac
-        elif self.cfg.privacy.attribute_objective == "entropy":
-            loss = l_c + self.cfg.privacy.lambda1 * prediction_entropy_loss(adv_logits, self.private_specs)
-        else:
-            raise ValueError(f"unknown privacy.attribute_objective {self.cfg.privacy.attribute_objective!r}")
+        loss = attribute_defence_loss(l_c, adv_logits, l_ac, self.private_specs, self.cfg.privacy.attribute_objective,
+                                      self.cfg.privacy.lambda1)
         self._update(("obfuscator",), loss)
         return {"L_C": l_c.item(), "L_AC": l_ac.item()}
 
@@ -233,73 +205,6 @@ class Trainer:
             out["AR_msssim"] = sums[-1].item() / n
         return out
 
-    # ----------------------------------------------------------------- loop
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.sync.rank != 0:
-            return
-        with open(self.run.metrics, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        self.position.metrics_lines += 1
-
-    def _checkpoint(self) -> None:
-        if self.sync.rank != 0:
-            return
-        save_checkpoint(self.run.checkpoints, dict(self.modules.items()), self.optimizers, self.position.as_dict())
-
-    def resume(self) -> bool:
-        """Restore the latest checkpoint if there is one; returns True if it did."""
-        ckpt = latest_checkpoint(self.run.checkpoints)
-        if ckpt is None:
-            return False
-        state = load_checkpoint(ckpt, dict(self.modules.items()), self.optimizers)
-        self.position = Position(**state)
-        if self.run.metrics.is_file() and self.sync.rank == 0:  # drop records written after the checkpoint
-            lines = self.run.metrics.read_text().splitlines(keepends=True)[: self.position.metrics_lines]
-            self.run.metrics.write_text("".join(lines))
-        return True
-
-    def fit(self) -> dict[str, Any]:
-        """Train from the current position to the end; write the final weights; return last metrics."""
-        last: dict[str, Any] = {}
-        pos = self.position
-        t = self.cfg.train
-        while pos.stage < len(STAGES):
-            if pos.epoch >= self.epochs(pos.stage):
-                pos.stage, pos.epoch, pos.step = pos.stage + 1, 0, 0
-                continue
-            loader = self.data.loader("train", t.batch_size, shuffle=True, seed=t.seed * 1000 + pos.stage,
-                                      drop_last=True, rank=self.sync.rank, world=self.sync.world)
-            step_fn = self.stage_step(pos.stage)
-            name = STAGES[pos.stage]
-            bar = progress_bar(total=len(loader), initial=pos.step, disable=not self.progress or self.sync.rank != 0,
-                       desc=f"{name} {pos.epoch + 1}/{self.epochs(pos.stage)}", unit="batch", leave=False)
-            started, steps_timed = time.perf_counter(), 0
-            for batch in loader.epoch(pos.epoch, start=pos.step):
-                losses = step_fn(batch.to(self.device), pos.step)
-                pos.step += 1
-                pos.global_step += 1
-                steps_timed += 1
-                bar.update(1)
-                bar.set_postfix({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in losses.items()})
-                if self.on_step:
-                    self.on_step(self, pos)
-                if t.checkpoint_every and pos.global_step % t.checkpoint_every == 0 and pos.step < len(loader):
-                    self._checkpoint()
-            seconds = time.perf_counter() - started
-            bar.close()
-            val = self.validate(pos.stage)
-            last = {"stage": name, "epoch": pos.epoch + 1, "split": "val", "seconds": seconds,
-                    "seconds_per_batch": seconds / max(steps_timed, 1), "batches": len(loader), **val}
-            self._log(last)
-            if self.progress and self.sync.rank == 0:
-                progress_write(format_metrics(last))
-            pos.epoch, pos.step = pos.epoch + 1, 0
-            self._checkpoint()
-        if self.sync.rank == 0:
-            save_modules(dict(self.modules.items()), self.run.final,
-                         metadata={"run": self.cfg.name, "method": self.cfg.method})
-        return last
-
 
 def format_metrics(rec: dict[str, Any]) -> str:
     """One human line for a metrics record."""
@@ -309,19 +214,3 @@ def format_metrics(rec: dict[str, Any]) -> str:
     if "AR_msssim" in rec:
         parts.append(f"AR ms-ssim={rec['AR_msssim']:.3f}")
     return "  ".join(parts)
-
-
-def noise_tensor(run: RunDir) -> torch.Tensor:
-    """The run's saved noise image."""
-    return run.read_noise()
-
-
-def summary_path(run: RunDir) -> Path:
-    """Where ``train`` writes its final summary."""
-    return run.path / "train_summary.json"
-
-
-def majority_rate(labels: np.ndarray) -> float:
-    """Share of the most frequent class."""
-    _, counts = np.unique(labels, return_counts=True)
-    return float(counts.max() / counts.sum()) if len(counts) else float("nan")

@@ -20,6 +20,7 @@ import torch
 
 from ..config import ConfigError, RunConfig
 from ..training.trainer import Trainer
+from .registry import Method, no_adversarial, register_method
 
 
 def laplace_like(x: torch.Tensor, scale: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -83,15 +84,20 @@ def laplace_from_config(cfg: RunConfig) -> LaplacePixelMechanism:
 
 
 class InputNoiseTrainer(Trainer):
-    """Algorithm 1's stages 1-2 on noisy inputs: the noise is the only defence (no adversarial stage)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        from .registry import input_transform
-
-        self.input_transform = input_transform(self.cfg)
+    """Algorithm 1's stages 1-2 on noisy inputs (the method's input transform on ``modules``): the noise is the
+    only defence (no adversarial stage)."""
 
     @classmethod
     def cache_signature(cls, cfg: RunConfig, stage: int) -> dict[str, Any]:
         """What besides the config's shared fields shapes stages up to ``stage`` (for the pretrain cache)."""
         return {"input_noise": cfg.method, "baseline": dict(cfg.baseline)}
+
+
+NOISY = register_method(Method(
+    "noisy", "Noisy", "Gaussian noise (sigma in 0-255 units) on raw images; O+C trained on noisy images",
+    defaults={"sigma": 40.0, "clip": True}, configure=no_adversarial, trainer_cls=InputNoiseTrainer,
+    input_transform=gaussian_from_config))
+DP = register_method(Method(
+    "dp", "DP", "Laplace mechanism per pixel (pixels in [0, 1], sensitivity 1, scale 1/epsilon); O+C on noisy images",
+    defaults={"epsilon": 0.5, "sensitivity": 1.0, "clip": False}, configure=no_adversarial,
+    trainer_cls=InputNoiseTrainer, input_transform=laplace_from_config))

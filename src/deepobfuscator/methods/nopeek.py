@@ -14,6 +14,7 @@ from ..config import RunConfig
 from ..data import Batch
 from ..losses import attribute_loss
 from ..training.trainer import Trainer
+from .registry import Method, no_adversarial, register_method
 
 
 def _centred_distances(x: torch.Tensor) -> torch.Tensor:
@@ -52,3 +53,8 @@ class NoPeekTrainer(Trainer):
         loss = l_c + float(self.cfg.baseline.get("weight", 1.0)) * dcor
         self._update(("obfuscator", "classifier"), loss)
         return {"L_C": l_c.item(), "dCor": dcor.item()}
+
+
+NOPEEK = register_method(Method(
+    "nopeek", "NoPeek", "O+C on L(C) + weight * distance correlation(raw image, features); no adversarial stage",
+    defaults={"weight": 1.0}, configure=no_adversarial, trainer_cls=NoPeekTrainer))

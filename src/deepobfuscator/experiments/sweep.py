@@ -25,6 +25,7 @@ are configured identically share them through ``OUT/.pretrain-cache/``.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -36,10 +37,13 @@ from typing import Any, Callable
 
 import yaml
 
+from ..attacks.base import AttackSettings
+from ..attacks.suite import run_attack
 from ..config import ConfigError, RunConfig, apply_overrides, preset
+from ..methods import configure, get_method, train_run
 from ..runs import RunDir, RunError
 from ..utils import atomic_write_json
-from .registry import configure, get_method
+from .cache import PretrainCache
 
 STATUS_FILE = "sweep_status.json"
 CACHE_DIR = ".pretrain-cache"
@@ -252,10 +256,6 @@ def load_sweep(path: Path) -> Sweep:
 
 def attack_settings(options: dict[str, Any], where: str) -> Any:
     """The attack suite's settings from a sweep's ``attack`` mapping (unknown keys are named)."""
-    import dataclasses
-
-    from ..attacks.base import AttackSettings
-
     known = {f.name for f in dataclasses.fields(AttackSettings)}
     unknown = set(options) - known
     if unknown:
@@ -267,8 +267,6 @@ def attack_settings(options: dict[str, Any], where: str) -> Any:
 
 def default_attack(run_dir: Path, options: dict[str, Any], progress: bool) -> Any:
     """Run the attack suite on a trained run (writes ``attack.json`` and ``recon_grid.png``)."""
-    from ..attacks.suite import run_attack
-
     return run_attack(Path(run_dir), attack_settings(options, f"{run_dir}: attack"), progress=progress)
 
 
@@ -322,9 +320,8 @@ def run_sweep(sweep: Sweep, out: Path | None = None, attack_fn: AttackFn | None 
                 raise RunError(f"{run.path} holds a run with a different configuration than {sweep.source} "
                                f"asks for '{spec.name}'; move it away or rename the run")
             if not run.is_complete():
-                from .train import train_method
-
-                train_method(cfg, run.path, resume=run.exists(), progress=progress, cache_dir=root / CACHE_DIR)
+                train_run(cfg, run.path, resume=run.exists(), progress=progress,
+                          cache=PretrainCache(root / CACHE_DIR))
             if sweep.attack is not None:
                 emit(spec.name, "attack", str(run.path))
                 attack_fn(run.path, dict(sweep.attack), progress)

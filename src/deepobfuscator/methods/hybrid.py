@@ -18,13 +18,16 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from sklearn.decomposition import PCA
 from torch import nn
 
 from ..config import ConfigError, RunConfig
 from ..data import Batch, BatchLoader, PreparedData
 from ..training.trainer import Trainer
 from .noise import laplace_like
+from .registry import Method, register_method
 
 STATE_FILE = "hybrid_pca.safetensors"
 
@@ -78,8 +81,6 @@ class PCALaplace(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: Hybrid PCA state missing (was the run trained to the end?)")
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as handle:
             meta = handle.metadata() or {}
         t = load_file(str(path))
@@ -107,8 +108,6 @@ def hybrid_params(cfg: RunConfig) -> dict[str, Any]:
 def fit_pca_laplace(encode: Callable[[torch.Tensor], torch.Tensor], data: PreparedData, params: dict[str, Any],
                     seed: int, batch_size: int = 256, split: str = "train") -> PCALaplace:
     """Fit PCA and the clipping ranges on (a seeded subsample of) ``split`` only; return the transform."""
-    from sklearn.decomposition import PCA
-
     idx = np.asarray(data.split[split])
     if len(idx) > params["max_fit_images"]:
         idx = np.sort(np.random.default_rng(seed).choice(idx, params["max_fit_images"], replace=False))
@@ -131,9 +130,6 @@ class HybridTrainer(Trainer):
     def __post_init__(self) -> None:
         super().__post_init__()
         hybrid_params(self.cfg)
-        path = self.run.path / STATE_FILE
-        if path.is_file():
-            self.feature_transform = PCALaplace.load(path).to(self.device)
 
     @classmethod
     def cache_signature(cls, cfg: RunConfig, stage: int) -> dict[str, Any]:
@@ -142,15 +138,15 @@ class HybridTrainer(Trainer):
 
     def ensure_fitted(self) -> PCALaplace:
         """Fit (once) the PCA on train-split features of the frozen O and save it in the run directory."""
-        if self.feature_transform is None:
+        if self.modules.feature_transform is None:
             self.modules.set_trainable()
-            obf = self.modules.obfuscator
-            transform = fit_pca_laplace(lambda x: obf(self.prepare_images(x.to(self.device))), self.data,
+            # no feature transform yet: encode() is O after the (absent) input transform
+            transform = fit_pca_laplace(lambda x: self.modules.encode(x.to(self.device)), self.data,
                                         hybrid_params(self.cfg), self.cfg.train.seed, self.cfg.train.eval_batch_size)
             if self.sync.rank == 0:
                 transform.save(self.run.path / STATE_FILE)
-            self.feature_transform = transform.to(self.device)
-        return self.feature_transform  # type: ignore[return-value]
+            self.modules.feature_transform = transform.to(self.device)
+        return self.modules.feature_transform  # type: ignore[return-value]
 
     def stage_step(self, stage: int) -> Callable[[Batch, int], dict[str, float]]:
         """Fit the PCA before the first stage that uses released features."""
@@ -167,3 +163,20 @@ class HybridTrainer(Trainer):
         last = super().fit()
         self.ensure_fitted()
         return last
+
+
+def load_fitted(cfg: RunConfig, run_path: Path) -> PCALaplace | None:
+    """The run's fitted PCA + Laplace transform; None until training has fitted it."""
+    path = Path(run_path) / STATE_FILE
+    return PCALaplace.load(path) if path.is_file() else None
+
+
+def _hybrid(cfg: RunConfig) -> None:
+    cfg.privacy.defend = "none"  # stage 3 only retrains C (epochs_adversarial epochs)
+
+
+HYBRID = register_method(Method(
+    "hybrid", "Hybrid", "Encoder features -> PCA fitted on train -> Laplace noise per coefficient; C retrained",
+    defaults={"epsilon": 0.5, "sensitivity": 1.0, "n_components": 64, "clip_percentile": 1.0,
+              "max_fit_images": 4000},
+    configure=_hybrid, trainer_cls=HybridTrainer, feature_transform=load_fitted))

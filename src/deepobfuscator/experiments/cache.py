@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..config import RunConfig
 from ..runs import RunDir
 from ..training.checkpoint import latest_checkpoint
@@ -55,8 +56,6 @@ def stage_key(cfg: RunConfig, stage: int, trainer_cls: type = Trainer) -> str | 
     sig = signature(trainer_cls, cfg, stage)
     if sig is None or stage not in LATER_ONLY:
         return None
-    from .. import __version__
-
     raw = copy.deepcopy(cfg.to_dict())
     for dotted in LATER_ONLY[stage]:
         _drop(raw, dotted)

@@ -7,15 +7,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..methods import METHODS, configure, train_run
+from ..options import add_run_options, build_config, default_out
+from .cache import PretrainCache
+from .sweep import load_sweep, run_sweep
+
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Train one run of a registered method (baseline or DeepObfuscator)."""
-    from ..cli import build_config, default_out
-    from .registry import METHODS, configure
-    from .train import train_method
-
     if not args.name:
-        for name, method in sorted(METHODS.items()):
+        for name in sorted(METHODS):
+            method = METHODS.get(name)
             params = ", ".join(f"{k}={v}" for k, v in method.defaults.items())
             print(f"{name:15s} {method.summary}" + (f"  [{params}]" if params else ""))
         return 0
@@ -25,8 +27,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             cfg.baseline[key] = getattr(args, key)
     cfg = configure(cfg, args.name)
     out = default_out(args, args.name)
-    summary = train_method(cfg, out, resume=args.resume, progress=not args.no_progress,
-                           cache_dir=Path(args.pretrain_cache) if args.pretrain_cache else None)
+    summary = train_run(cfg, out, resume=args.resume, progress=not args.no_progress,
+                        cache=PretrainCache(Path(args.pretrain_cache)) if args.pretrain_cache else None)
     print(json.dumps(summary, indent=2))
     print(f"run directory: {out}  (evaluate it with: deepobf attack {out})")
     return 0
@@ -34,8 +36,6 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Train and attack every run of a sweep file; exit 1 if any run failed."""
-    from .sweep import load_sweep, run_sweep
-
     sweep = load_sweep(Path(args.file))
     if args.list:
         for spec in sweep.runs:
@@ -58,11 +58,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: Any) -> None:
     """Add `baseline` and `sweep`."""
-    from ..cli import add_run_options
-    from .registry import METHODS
-
-    p = subparsers.add_parser("baseline", help="train a run of a comparison defence (noisy, dp, encoder, hybrid, "
-                                               "pan, nopeek) or deepobfuscator; no NAME lists them")
+    p = subparsers.add_parser("baseline", help=f"train a run of a registered defence ({', '.join(METHODS)}); "
+                                               "no NAME lists them")
     p.add_argument("name", nargs="?", choices=sorted(METHODS), metavar="NAME",
                    help=f"one of: {', '.join(sorted(METHODS))}")
     add_run_options(p)

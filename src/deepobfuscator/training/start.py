@@ -1,0 +1,115 @@
+"""Opening a run for training: write its config, split and noise image once, build a positioned trainer,
+and summarise a finished run on its test split."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import torch
+
+from .. import __version__
+from ..config import RunConfig, save_config
+from ..data import PreparedData, load_index, prepare_data, save_split
+from ..losses import MSSSIMSettings, make_noise_image, resolve_msssim
+from ..metrics import majority_rate
+from ..runs import RunDir, RunError, open_run_data, spec_to_dict
+from ..utils import atomic_write_json, git_commit, resolve_device, seed_everything
+from .distributed import launched, make_distributed_trainer
+from .modules import build_modules, feature_shape
+from .precision import apply_precision
+from .staged import GradSync
+from .trainer import Trainer
+
+C = TypeVar("C")
+
+
+def begin_run(out: Path, cfg: C, resume: bool, read_config: Callable[[RunDir], C]) -> tuple[RunDir, C]:
+    """Open ``out`` for training (image or text): refuse to overwrite a run unless resuming, use a resumed
+    run's recorded config, then set the thread count and seed every generator."""
+    run = RunDir(Path(out))
+    if run.exists() and not resume:
+        raise RunError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and run.exists():
+        cfg = read_config(run)
+    if cfg.train.threads:  # type: ignore[attr-defined]
+        torch.set_num_threads(cfg.train.threads)  # type: ignore[attr-defined]
+    seed_everything(cfg.train.seed)  # type: ignore[attr-defined]
+    return run, cfg
+
+
+def init_run(run: RunDir, cfg: RunConfig, progress: bool = True) -> tuple[PreparedData, MSSSIMSettings]:
+    """Create (or re-open) a run: write config, split and noise image once; return its data."""
+    settings = resolve_msssim(cfg.msssim, cfg.data.image_size)
+    if run.exists():
+        data, _ = open_run_data(run, cfg, progress=progress)
+        return data, settings
+    index = load_index(cfg.data.dataset, cfg.data.root, cfg.data.max_images, cfg.data.cache_dir)
+    data, split = prepare_data(cfg.data, index=index, progress=progress)
+    run.path.mkdir(parents=True, exist_ok=True)  # only once the data is known good: a typo leaves no directory
+    cfg.data.root = str(index.root)
+    cfg.meta.update({"version": __version__, "commit": git_commit(), "msssim": settings.as_dict(),
+                     "feature_shape": list(feature_shape(cfg)), "split_source": split["source"],
+                     "task_specs": [spec_to_dict(s) for s in data.task_specs],
+                     "private_specs": [spec_to_dict(s) for s in data.private_specs],
+                     "split_sizes": {k: len(split[k]) for k in ("train", "val", "test")}})
+    save_split(split, run.split)
+    run.write_noise(make_noise_image(cfg.data.image_size, cfg.privacy.noise_seed, cfg.privacy.noise_std))
+    save_config(cfg, run.config)
+    return data, settings
+
+
+def make_trainer(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True,
+                 sync: GradSync | None = None, on_step: Callable | None = None,
+                 trainer_cls: type[Trainer] = Trainer) -> Trainer:
+    """Create or re-open the run directory and a ``trainer_cls`` positioned at its latest checkpoint.
+
+    Under torchrun (and no explicit ``sync``) this builds one rank of a data-parallel job.
+    """
+    if sync is None and launched():
+        def build(rank_sync: GradSync, rank_resume: bool) -> Trainer:
+            return make_trainer(cfg, out, resume=rank_resume, progress=progress, sync=rank_sync, on_step=on_step,
+                                trainer_cls=trainer_cls)
+
+        return make_distributed_trainer(cfg, out, resume=resume, build=build)
+    run, cfg = begin_run(out, cfg, resume, RunDir.read_config)
+    device = resolve_device(cfg.train.device)
+    data, settings = init_run(run, cfg, progress=progress and (sync is None or sync.rank == 0))
+    cfg = run.read_config()
+    modules = build_modules(cfg, data.task_specs, data.private_specs).to(device)
+    apply_precision(modules, cfg.train.amp, cfg.train.channels_last, device)
+    trainer = trainer_cls(cfg, run, data, modules, settings, run.read_noise(), progress=progress, device=device,
+                          sync=sync or GradSync(), on_step=on_step)
+    if resume:
+        trainer.resume()
+    return trainer
+
+
+def summarize(trainer: Trainer) -> dict[str, Any]:
+    """Held-out test metrics of the co-trained modules, with majority rates; written to train_summary.json."""
+    test = trainer.validate(stage=2 if trainer.cfg.train.epochs_attacker or trainer.cfg.train.epochs_adversarial else 0,
+                            split="test")
+    data = trainer.data
+    idx = data.split["test"]
+    summary = {
+        "run": str(trainer.run.path),
+        "method": trainer.cfg.method,
+        "seed": trainer.cfg.train.seed,
+        "split_seed": trainer.cfg.data.split_seed,
+        "test_images": int(len(idx)),
+        "test": test,
+        "majority_rate": {
+            **{s.name: majority_rate(data.task[idx, i]) for i, s in enumerate(data.task_specs)},
+            **{s.name: majority_rate(data.private[idx, i]) for i, s in enumerate(data.private_specs)},
+        },
+        "seconds_per_epoch": _seconds_per_stage(trainer.run),
+    }
+    if trainer.sync.rank == 0:
+        atomic_write_json(trainer.run.path / "train_summary.json", summary)
+    return summary
+
+
+def _seconds_per_stage(run: RunDir) -> dict[str, float]:
+    out: dict[str, list[float]] = {}
+    for rec in run.read_metrics():
+        out.setdefault(rec["stage"], []).append(rec["seconds"])
+    return {k: sum(v) / len(v) for k, v in out.items()}
