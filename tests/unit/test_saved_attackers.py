@@ -91,6 +91,10 @@ def test_load_attackers_reads_the_latest_attack_and_skips_stale_weights(tmp_path
     assert found and found.best_reconstructor == "inversion" and found.split == "test"
     assert [a.attacker for a in found.reconstructors] == ["urec1"] and found.reconstructors[0].metrics["ms_ssim"] == 0.5
     assert sorted(found.unsaved) == ["inversion", "linear"] and found.attributes == {"Male": []}
+    save_attacker(work, "linear", torch.nn.ModuleDict({"Male": build_model(LINEAR)}), {"kind": "attribute"})
+    unreadable = load_attackers(run)  # e.g. written by another version: listed, not fatal
+    assert "linear" in unreadable.unsaved and "cannot rebuild" in unreadable.problems[0]
+    assert [a.attacker for a in unreadable.reconstructors] == ["urec1"]
     _attack_json(run, work, {"epochs": 5})  # the stored result was refitted with other settings since
     stale = load_attackers(run)
     assert not stale and "urec1" in stale.unsaved

@@ -58,7 +58,8 @@ def rebuild(spec: dict[str, Any]) -> nn.Module:
         return build_model(spec["model"])
     if spec.get("kind") == "attribute" and "attributes" in spec:
         return nn.ModuleDict({name: build_model(build) for name, build in spec["attributes"].items()})
-    raise ValueError(f"cannot rebuild an attacker from spec with kind {spec.get('kind')!r} and keys {sorted(spec)}")
+    raise ValueError(f"a {spec.get('kind')!r} spec without its model build ('model' or 'attributes'); "
+                     "written by another version of deepobf attack?")
 
 
 def _file_stem(name: str) -> str:
@@ -121,6 +122,7 @@ class RunAttackers:
     attributes: dict[str, list[FittedAttacker]] = field(default_factory=dict)  # per private attribute, best first
     best_reconstructor: str | None = None  # attack.json's best overall (may be one that saves nothing)
     unsaved: list[str] = field(default_factory=list)  # in attack.json without matching saved weights (e.g. inversion)
+    problems: list[str] = field(default_factory=list)  # saved attackers that could not be read (file and reason)
 
     def __bool__(self) -> bool:
         return bool(self.reconstructors or any(self.attributes.values()))
@@ -141,15 +143,21 @@ def _stored_settings(work: Path, attacker: str) -> Any:
         return None
 
 
-def _saved(work: Path, attacker: str, unsaved: list[str]) -> tuple[nn.Module, dict[str, Any]] | None:
-    """The saved attacker if its weights exist and, where its spec records them, were fitted with the settings
-    of the stored result (an attacker refitted since, e.g. by an attack written elsewhere with --out, is stale)."""
+def _saved(work: Path, attacker: str, out: RunAttackers) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The saved attacker if its weights exist, can be read and, where its spec records them, were fitted with
+    the settings of the stored result (an attacker refitted since, e.g. by an attack written elsewhere with
+    --out, is stale). Anything else is listed in ``out.unsaved`` (unreadable files also in ``out.problems``)."""
     if not (work / FITTED_DIR / f"{_file_stem(attacker)}.safetensors").is_file():
-        unsaved.append(attacker)
+        out.unsaved.append(attacker)
         return None
-    module, spec = load_attacker(work, attacker)
+    try:
+        module, spec = load_attacker(work, attacker)
+    except RunError as exc:  # e.g. written by another version of deepobf attack: re-attack with --retrain
+        out.unsaved.append(attacker)
+        out.problems.append(str(exc))
+        return None
     if spec.get("settings") is not None and spec["settings"] != _stored_settings(work, attacker):
-        unsaved.append(attacker)
+        out.unsaved.append(attacker)
         return None
     return module, spec
 
@@ -170,7 +178,7 @@ def load_attackers(run_dir: Path) -> RunAttackers | None:
     for name, metrics in (recon.get("per_attacker") or {}).items():
         if metrics.get("floor"):
             continue  # sees no features: a reference point, not an eavesdropper
-        saved = _saved(work, name, out.unsaved)
+        saved = _saved(work, name, out)
         if saved:
             module, spec = saved
             out.reconstructors.append(FittedAttacker(name, "reconstruction", None, module, spec["model"], metrics))
@@ -182,7 +190,7 @@ def load_attackers(run_dir: Path) -> RunAttackers | None:
             if metrics.get("floor"):
                 continue  # reads C's outputs (or only labels), not the intercepted features
             if name not in loaded:
-                loaded[name] = _saved(work, name, out.unsaved)
+                loaded[name] = _saved(work, name, out)
             saved = loaded[name]
             if saved and attribute in saved[1].get("attributes", {}) and not saved[1].get("through_classifier"):
                 module, spec = saved

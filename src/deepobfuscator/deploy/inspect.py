@@ -223,6 +223,8 @@ def _eavesdropper(run: InspectedRun, features: torch.Tensor, image: torch.Tensor
     if not attackers:
         note = ("Not attacked yet" if attackers is None else
                 "Attacked before attackers were saved (or refitted since)")
+        if attackers is not None and attackers.problems:
+            note = f"{note}; unreadable: {'; '.join(attackers.problems)}"
         return Eavesdropper(attacked=False, command=run.attack_command, note=note)
     view = Eavesdropper(attacked=True, command=run.attack_command, split=attackers.split,
                         note=f"no saved weights for: {', '.join(attackers.unsaved)}" if attackers.unsaved else None)
