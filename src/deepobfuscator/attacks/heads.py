@@ -51,12 +51,12 @@ class FeatureAdapter(nn.Module):
 
 
 class MLPHead(nn.Module):
-    """An MLP on the flattened features: two hidden layers (ReLU, dropout), one output per logit."""
+    """An MLP on the flattened, standardised features: two hidden layers (ReLU, dropout), one output per logit."""
 
     def __init__(self, in_features: int, num_outputs: int, hidden: int = 512, dropout: float = 0.2) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Flatten(), nn.LayerNorm(in_features),
+            nn.Flatten(), nn.BatchNorm1d(in_features),  # per-value standardisation (works for one logit)
             nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(hidden, num_outputs),
