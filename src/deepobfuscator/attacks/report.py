@@ -34,6 +34,8 @@ def _classification_row(label: str, r: dict[str, Any], bold: bool = False) -> st
 
 
 def _epochs(training: dict[str, Any] | None) -> str:
+    if training and "start" in training:  # the inversion's choice, made on the attacker's validation images
+        return f"start {training['start']}, {training['steps']} steps"
     if not training or training.get("epochs") is None:
         return ""
     return f"{training['epochs']} (best {training.get('best_epoch')})"
@@ -91,7 +93,8 @@ def render_markdown(result: dict[str, Any]) -> str:
               f"similarity {reid['similarity']}."]
     if rec.get("floor"):
         lines += [f"Reconstruction floor (best constant image, no features): MS-SSIM {_num(rec['floor']['ms_ssim'])} "
-                  f"({rec['floor']['attacker']}); the best attacker is {_num(rec.get('ms_ssim_above_floor'))} above it."]
+                  f"({rec['floor']['attacker']}); the best attacker is {_num(rec.get('ms_ssim_above_floor'))} above it."
+                  " Inversion is scored on its first query images only (n column)."]
     lines += ["", "| attacker | MS-SSIM | PSNR (dB) | re-ID same image | re-ID same person | n | epochs |",
               "|---|---|---|---|---|---|---|"]
     for name, r in rec["per_attacker"].items():

@@ -355,8 +355,9 @@ def run_attack(run_path: str | Path, settings: AttackSettings | None = None, sou
     if setup.eval_excluded:
         notes.append(f"left out {setup.eval_excluded} evaluation image(s) that the attackers trained on")
 
+    floor_names = {name for name, rec in records.items() if rec.get("floor")}
     reid = _reid(setup.evaluation.data, setup.query_indices[:settings.reid_images], kept, settings, setup.ctx.msssim,
-                 notes)
+                 notes, floor_names)
     json_path, md_path, grid_path = output_paths(run, out)
     result = {
         "schema": SCHEMA_VERSION,
@@ -395,8 +396,9 @@ def run_attack(run_path: str | Path, settings: AttackSettings | None = None, sou
 
 
 def _reid(data: PreparedData, query_indices: np.ndarray, recon_images: dict[str, np.ndarray],
-          settings: AttackSettings, msssim: Any, notes: list[str]) -> dict[str, Any]:
-    """Re-identification rates of every reconstructor; top level = the best attacker per variant."""
+          settings: AttackSettings, msssim: Any, notes: list[str], floors: set[str]) -> dict[str, Any]:
+    """Re-identification rates of every reconstructor; top level = the best (non-floor) attacker per variant, and
+    the best floor's rate beside it."""
     identities = data.index.identities
     gallery = len(data.index)
     trials = {v: make_trials(query_indices, gallery, identities, v, settings.seed) for v in ("same_image", "same_person")}
@@ -411,7 +413,9 @@ def _reid(data: PreparedData, query_indices: np.ndarray, recon_images: dict[str,
     out: dict[str, Any] = {"chance": CHANCE, "candidates": 4, "similarity": settings.reid_similarity,
                            "queries": int(len(query_indices))}
     for variant in ("same_image", "same_person"):
-        rates = {name: r[variant] for name, r in per.items()}
+        rates = {name: r[variant] for name, r in per.items() if name not in floors}
+        floor = _best({name: r[variant] for name, r in per.items() if name in floors}, "rate")
+        out[f"{variant}_floor"] = per[floor][variant]["rate"] if floor else None
         best = _best(rates, "rate")
         out[variant] = rates[best]["rate"] if best else None
         out[f"{variant}_ci95"] = rates[best]["ci95"] if best else None
