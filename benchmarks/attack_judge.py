@@ -38,7 +38,8 @@ def attack(run: Path, args: argparse.Namespace) -> dict[str, Any]:
     from deepobfuscator.attacks import AttackSettings, run_attack
 
     torch.set_num_threads(args.threads)
-    settings = AttackSettings(seeds=args.seeds, seed=args.seeds[0] if args.seeds else 0)
+    settings = AttackSettings(seeds=args.seeds, seed=args.seeds[0] if args.seeds else 0, attackers=args.attackers,
+                              max_train_images=args.max_train_images)
     if args.epochs is not None:
         settings.recon_epochs = settings.attr_epochs = args.epochs
     return run_attack(run, settings, out=out, progress=not args.no_progress)
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--old", nargs="*", type=Path, default=[], help="the old suite's attack.json, one per run")
     p.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], help="attacker seeds (default 0)")
     p.add_argument("--epochs", type=int, help="cap on every learned attacker's epochs")
+    p.add_argument("--attackers", type=lambda s: s.split(","), help="subset of attackers (default: all)")
+    p.add_argument("--max-train-images", type=int, help="attackers train on a seeded subset of this many images")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--print-only", action="store_true", help="read RUN/attack_v2.json instead of attacking")
     p.add_argument("--no-progress", action="store_true")
