@@ -85,6 +85,8 @@ def summary(result: dict[str, Any], old: dict[str, Any] | None) -> list[str]:
                  f"(all {len(next(iter(learned.values()))['seeds']['values']) if learned else 0} seed(s)); "
                  f"refined inversion {_f(inv.get('ms_ssim'))} on {inv.get('n')} images (start {inv.get('start')}, "
                  f"{inv.get('steps')} steps; the start scored {_f(inv.get('start_ms_ssim'))} on them)")
+    lines.append(f"  best overall (inversion included): {rec['best_attacker']} MS-SSIM {_f(rec['ms_ssim'])}; "
+                 f"above the constant-image floor by {_f(rec.get('ms_ssim_above_floor'))}")
     for name in ("constant", "mean_face", "median_face"):
         if name in per:
             lines.append(f"  floor {name}: MS-SSIM {_f(per[name]['ms_ssim'])}, PSNR {_f(per[name]['psnr'], 2)}")

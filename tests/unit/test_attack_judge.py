@@ -280,3 +280,18 @@ def test_inversion_from_a_decoder_output_never_scores_below_it(run_copy: Path):
     start = decoder if name == "decoder" else noise
     refined = refine(target, start, ctx, [steps])[steps]
     assert float(score_images(refined, truth, ctx)[0].mean()) >= table["decoder"][0] - 1e-6
+
+
+# ------------------------------------------------------------------------------------------ --seeds
+def test_several_seeds_report_the_best_for_the_attacker_and_the_spread(run_copy: Path):
+    result = run_attack(run_copy, AttackSettings(**QUICK, attackers=["linear", "mirror"], seeds=[0, 1, 2]),
+                        out=run_copy / "seeds.json", progress=False)
+    linear = result["privacy"]["Male"]["per_attacker"]["linear"]
+    values = linear["seeds"]["values"]
+    assert linear["seeds"]["seeds"] == [0, 1, 2] and len(values) == 3 and len(linear["epochs_per_seed"]) == 3
+    assert linear["balanced_accuracy"] == max(values) and linear["seed"] in (0, 1, 2)
+    assert linear["seeds"]["min"] <= linear["seeds"]["mean"] <= linear["seeds"]["max"] == max(values)
+    mirror = result["reconstruction"]["per_attacker"]["mirror"]
+    assert mirror["ms_ssim"] == mirror["seeds"]["max"] and len(mirror["seeds"]["values"]) == 3
+    stored = sorted(p.name for p in (Path(result["work_dir"])).glob("linear.s*.json"))
+    assert stored == ["linear.s0.json", "linear.s1.json", "linear.s2.json"]

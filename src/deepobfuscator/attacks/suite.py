@@ -226,10 +226,10 @@ def run_attackers(attackers: list[Attacker], setup: AttackSetup, data: AttackDat
         records, kept = [], []
         for seed in ctx.settings.attacker_seeds():
             attacker = ATTACKERS.get(prototype.name)() if records else prototype
-            stem = work / f"{attacker.name}{tag}.s{seed}"
+            stem = f"{attacker.name}{tag}.s{seed}"
+            json_path, q_npy, v_npy = work / f"{stem}.json", work / f"{stem}.query.npy", work / f"{stem}.val.npy"
             wanted = {**attacker.settings(ctx), "seed": seed, "query_digest": query_digest, "attributes": attributes}
-            stored = None if retrain else _load_json(stem.with_suffix(".json"))
-            q_npy, v_npy = stem.with_suffix(".query.npy"), stem.with_suffix(".val.npy")
+            stored = None if retrain else _load_json(json_path)
             recon = attacker.kind == "reconstruction"
             if stored and stored.get("settings") == wanted and (not recon or q_npy.is_file()):
                 record = stored
@@ -246,7 +246,7 @@ def run_attackers(attackers: list[Attacker], setup: AttackSetup, data: AttackDat
                     _save_npy(q_npy, images[0])
                     if images[1] is not None:
                         _save_npy(v_npy, images[1])
-                atomic_write_json(stem.with_suffix(".json"), record)
+                atomic_write_json(json_path, record)
             records.append(record)
             kept.append(images)
         combined, best = combine_seeds(records)
