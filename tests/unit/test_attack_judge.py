@@ -13,7 +13,7 @@ from torch import nn
 
 from deepobfuscator.attacks import AttackSettings, AttackSources, run_attack
 from deepobfuscator.attacks import features, suite
-from deepobfuscator.attacks.attribute import AttributeAttacker
+from deepobfuscator.attacks.attribute import AttributeAttacker, balanced_decision, class_priors
 from deepobfuscator.attacks.base import AttackContext, AttackData
 from deepobfuscator.attacks.features import FeatureSet, Pipeline
 from deepobfuscator.attacks.fit import fit_model
@@ -23,7 +23,8 @@ from deepobfuscator.attacks.inversion import choose_refinement, refine
 from deepobfuscator.attacks.reconstruction import score_images
 from deepobfuscator.config import MSSSIMConfig, preset
 from deepobfuscator.data import AttributeSpec, PreparedData
-from deepobfuscator.losses import resolve_msssim
+from deepobfuscator.losses import predictions, resolve_msssim
+from deepobfuscator.metrics import balanced_accuracy
 from deepobfuscator.runs import RunDir
 
 QUICK = dict(recon_epochs=1, attr_epochs=1, batch_size=16, inversion_images=3, inversion_steps=3, reid_images=8,
@@ -120,6 +121,21 @@ def test_oracle_floor_learns_only_what_the_classifier_keeps():
         results[name] = oracle.evaluate(attack_data, ctx, 0).record["results"]["Male"]["balanced_accuracy"]
     assert results["kept"] > 0.9  # what C's output carries, the oracle reads
     assert 0.35 < results["dropped"] < 0.65  # what C dropped, it cannot
+
+
+def test_attribute_decisions_maximise_balanced_accuracy_on_imbalanced_classes():
+    spec = AttributeSpec("Male")
+    labels = np.array([1] * 30 + [0] * 70)
+    probs = np.where(labels == 1, 0.45, 0.2)  # calibrated-looking, never above 0.5: raw decisions say "female"
+    logits = torch.from_numpy(np.log(probs / (1 - probs))).float().unsqueeze(1)
+    raw = predictions(logits, [spec])[:, 0].numpy()
+    assert balanced_accuracy(labels, raw) == 0.5
+    fixed = predictions(balanced_decision(logits, class_priors(labels, spec), spec), [spec])[:, 0].numpy()
+    assert balanced_accuracy(labels, fixed) == 1.0
+    multi = AttributeSpec("driver", 3)
+    priors = class_priors(np.array([0] * 8 + [1] + [2]), multi)
+    shifted = balanced_decision(torch.tensor([[2.0, 0.5, 0.0]]), priors, multi)
+    assert shifted.argmax(1).item() == 1  # p(1|x)/p(1) beats the majority class's ratio
 
 
 def test_constant_image_floor_scores_at_least_the_mean_face():

@@ -54,6 +54,21 @@ def within_classes(pred: np.ndarray, labels: np.ndarray, test: FeatureSet, task_
     return out
 
 
+def class_priors(labels: np.ndarray, spec: AttributeSpec) -> np.ndarray:
+    """Share of each class among ``labels`` (clipped away from 0 so absent classes stay finite)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=spec.num_classes).astype(float)
+    return np.clip(counts / max(counts.sum(), 1.0), 1e-6, 1.0)
+
+
+def balanced_decision(logits: torch.Tensor, priors: np.ndarray, spec: AttributeSpec) -> torch.Tensor:
+    """Logits shifted so that the usual decision (logit > 0, argmax) becomes argmax_k p(k|x) / prior_k, the
+    rule that maximises balanced accuracy for calibrated probabilities (a BCE/CE-trained head on imbalanced
+    classes would otherwise predict the majority class wherever it is unsure). Ranking (AUC) is unchanged."""
+    if spec.binary:
+        return logits - float(np.log(priors[1] / priors[0]))
+    return logits - torch.from_numpy(np.log(priors)).float()
+
+
 def attribute_batch_loss(spec: AttributeSpec, labels: torch.Tensor, device: str):
     """The fit loop's loss for one attribute: BCE/CE of the model's logits against the rows' labels."""
     def loss(model: nn.Module, batch: FeatureBatch) -> torch.Tensor:
@@ -77,6 +92,7 @@ class AttributeAttacker:
         self.floor = through_classifier
         self.models: dict[str, nn.Module] = {}
         self.specs: dict[str, dict[str, Any]] = {}
+        self.priors: dict[str, np.ndarray] = {}
 
     def settings(self, ctx: AttackContext) -> dict[str, Any]:
         """Settings that change this attacker's result."""
@@ -85,7 +101,7 @@ class AttributeAttacker:
                 "val_fraction": s.val_fraction, "lr": s.lr, "batch_size": s.batch_size,
                 "max_train_images": s.max_train_images, "bootstrap": s.bootstrap,
                 "mlp_hidden": s.mlp_hidden if self.architecture == "mlp" else None,
-                "through_classifier": self.through_classifier}
+                "through_classifier": self.through_classifier, "decision": "prior-corrected"}
 
     def _view(self, features: FeatureSet, data: AttackData, ctx: AttackContext) -> FeatureSet:
         if not self.through_classifier:
@@ -111,6 +127,7 @@ class AttributeAttacker:
                 model, train, val, loss, ctx, s, ctx.settings.attr_epochs, desc=f"attack {self.name} {spec.name}",
                 validate=lambda m: validation_loss(m, val, val_loss, ctx.settings.eval_batch_size, False))
             self.models[spec.name], self.specs[spec.name] = model, build
+            self.priors[spec.name] = class_priors(train.labels(spec.name), spec)
         return out
 
     def evaluate(self, data: AttackData, ctx: AttackContext, seed: int) -> Evaluation:
@@ -118,7 +135,7 @@ class AttributeAttacker:
         test = self._view(data.test, data, ctx)
         results = {}
         for spec in data.private_specs:
-            logits = predict_logits(self.models[spec.name], test, ctx)
+            logits = balanced_decision(predict_logits(self.models[spec.name], test, ctx), self.priors[spec.name], spec)
             labels = test.labels(spec.name)
             report = score_logits(logits, labels, spec, ctx.settings.bootstrap, attacker_seed(seed, self.name))
             pred = predictions(logits, [spec])[:, 0].numpy()
@@ -130,4 +147,4 @@ class AttributeAttacker:
         if not self.models:
             return None
         return nn.ModuleDict(self.models), {"kind": self.kind, "attributes": self.specs,
-                                            "through_classifier": self.through_classifier}
+                                            "through_classifier": self.through_classifier, "decision": "prior-corrected"}

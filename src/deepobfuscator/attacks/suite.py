@@ -181,7 +181,6 @@ def prepare(run: RunDir, pipeline: Pipeline, settings: AttackSettings, sources: 
                        eval_excluded)
 
 
-
 # ---------------------------------------------------------------------------------------------- the loop
 def _spread(values: list[float]) -> dict[str, Any]:
     arr = np.asarray([v for v in values if v is not None], dtype=float)
