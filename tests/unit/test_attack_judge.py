@@ -13,7 +13,7 @@ from torch import nn
 
 from deepobfuscator.attacks import AttackSettings, AttackSources, run_attack
 from deepobfuscator.attacks import features, suite
-from deepobfuscator.attacks.attribute import AttributeAttacker, balanced_decision, class_priors
+from deepobfuscator.attacks.attribute import AttributeAttacker, balanced_decision, class_priors, tune_offset
 from deepobfuscator.attacks.base import AttackContext, AttackData
 from deepobfuscator.attacks.features import FeatureSet, Pipeline
 from deepobfuscator.attacks.fit import fit_model
@@ -136,6 +136,14 @@ def test_attribute_decisions_maximise_balanced_accuracy_on_imbalanced_classes():
     priors = class_priors(np.array([0] * 8 + [1] + [2]), multi)
     shifted = balanced_decision(torch.tensor([[2.0, 0.5, 0.0]]), priors, multi)
     assert shifted.argmax(1).item() == 1  # p(1|x)/p(1) beats the majority class's ratio
+    # the attacker's own validation data picks the rule: here a threshold at logit 2 separates the classes
+    val_logits = torch.tensor([[1.0], [1.5], [1.8], [2.5], [3.0], [4.0]])
+    val_labels = np.array([0, 0, 0, 1, 1, 1])
+    offset = tune_offset(val_logits, val_labels, class_priors(val_labels, spec), spec)
+    assert 1.79 <= offset.item() < 2.5
+    assert balanced_accuracy(val_labels, predictions(val_logits - offset, [spec])[:, 0].numpy()) == 1.0
+    already = tune_offset(torch.tensor([[-1.0], [1.0]]), np.array([0, 1]), np.array([0.5, 0.5]), spec)
+    assert already.item() == 0.0  # ties keep the plain rule
 
 
 def test_constant_image_floor_scores_at_least_the_mean_face():

@@ -60,13 +60,30 @@ def class_priors(labels: np.ndarray, spec: AttributeSpec) -> np.ndarray:
     return np.clip(counts / max(counts.sum(), 1.0), 1e-6, 1.0)
 
 
-def balanced_decision(logits: torch.Tensor, priors: np.ndarray, spec: AttributeSpec) -> torch.Tensor:
-    """Logits shifted so that the usual decision (logit > 0, argmax) becomes argmax_k p(k|x) / prior_k, the
-    rule that maximises balanced accuracy for calibrated probabilities (a BCE/CE-trained head on imbalanced
-    classes would otherwise predict the majority class wherever it is unsure). Ranking (AUC) is unchanged."""
+def prior_offset(priors: np.ndarray, spec: AttributeSpec) -> torch.Tensor:
+    """The logit offset that turns the usual decision (logit > 0, argmax) into argmax_k p(k|x) / prior_k, the
+    rule that maximises balanced accuracy for calibrated probabilities."""
     if spec.binary:
-        return logits - float(np.log(priors[1] / priors[0]))
-    return logits - torch.from_numpy(np.log(priors)).float()
+        return torch.tensor([float(np.log(priors[1] / priors[0]))])
+    return torch.from_numpy(np.log(priors)).float()
+
+
+def balanced_decision(logits: torch.Tensor, priors: np.ndarray, spec: AttributeSpec) -> torch.Tensor:
+    """Logits shifted by :func:`prior_offset` (a BCE/CE-trained head on imbalanced classes would otherwise
+    predict the majority class wherever it is unsure). Ranking (AUC) is unchanged."""
+    return logits - prior_offset(priors, spec)
+
+
+def tune_offset(logits: torch.Tensor, labels: np.ndarray, priors: np.ndarray, spec: AttributeSpec) -> torch.Tensor:
+    """The attacker's decision rule, chosen on its own validation logits: the logit offset with the best balanced
+    accuracy among no offset, the prior offset and (binary) a grid of thresholds at validation-logit quantiles."""
+    candidates = [torch.zeros(spec.num_outputs), prior_offset(priors, spec)]
+    if spec.binary and len(logits):
+        quantiles = torch.quantile(logits[:, 0].float(), torch.linspace(0.01, 0.99, 99))
+        candidates += [q.reshape(1) for q in quantiles]
+    scores = [balanced_accuracy(labels, predictions(logits - c, [spec])[:, 0].numpy()) for c in candidates]
+    best = max(range(len(candidates)), key=lambda i: (scores[i], -i))  # ties: the earliest (simplest) rule
+    return candidates[best]
 
 
 def attribute_batch_loss(spec: AttributeSpec, labels: torch.Tensor, device: str):
@@ -92,7 +109,7 @@ class AttributeAttacker:
         self.floor = through_classifier
         self.models: dict[str, nn.Module] = {}
         self.specs: dict[str, dict[str, Any]] = {}
-        self.priors: dict[str, np.ndarray] = {}
+        self.offsets: dict[str, torch.Tensor] = {}
 
     def settings(self, ctx: AttackContext) -> dict[str, Any]:
         """Settings that change this attacker's result."""
@@ -101,7 +118,7 @@ class AttributeAttacker:
                 "val_fraction": s.val_fraction, "lr": s.lr, "batch_size": s.batch_size,
                 "max_train_images": s.max_train_images, "bootstrap": s.bootstrap,
                 "mlp_hidden": s.mlp_hidden if self.architecture == "mlp" else None,
-                "through_classifier": self.through_classifier, "decision": "prior-corrected"}
+                "through_classifier": self.through_classifier, "decision": "validation-tuned"}
 
     def _view(self, features: FeatureSet, data: AttackData, ctx: AttackContext) -> FeatureSet:
         if not self.through_classifier:
@@ -127,7 +144,9 @@ class AttributeAttacker:
                 model, train, val, loss, ctx, s, ctx.settings.attr_epochs, desc=f"attack {self.name} {spec.name}",
                 validate=lambda m: validation_loss(m, val, val_loss, ctx.settings.eval_batch_size, False))
             self.models[spec.name], self.specs[spec.name] = model, build
-            self.priors[spec.name] = class_priors(train.labels(spec.name), spec)
+            priors = class_priors(train.labels(spec.name), spec)
+            self.offsets[spec.name] = tune_offset(predict_logits(model, val, ctx), val.labels(spec.name), priors, spec)
+            out[spec.name]["decision_offset"] = [round(float(v), 6) for v in self.offsets[spec.name]]
         return out
 
     def evaluate(self, data: AttackData, ctx: AttackContext, seed: int) -> Evaluation:
@@ -135,7 +154,7 @@ class AttributeAttacker:
         test = self._view(data.test, data, ctx)
         results = {}
         for spec in data.private_specs:
-            logits = balanced_decision(predict_logits(self.models[spec.name], test, ctx), self.priors[spec.name], spec)
+            logits = predict_logits(self.models[spec.name], test, ctx) - self.offsets[spec.name]
             labels = test.labels(spec.name)
             report = score_logits(logits, labels, spec, ctx.settings.bootstrap, attacker_seed(seed, self.name))
             pred = predictions(logits, [spec])[:, 0].numpy()
@@ -147,4 +166,4 @@ class AttributeAttacker:
         if not self.models:
             return None
         return nn.ModuleDict(self.models), {"kind": self.kind, "attributes": self.specs,
-                                            "through_classifier": self.through_classifier, "decision": "prior-corrected"}
+                                            "through_classifier": self.through_classifier, "decision": "validation-tuned"}
