@@ -51,7 +51,8 @@ def attack_settings(args: argparse.Namespace) -> Any:
     if args.quick:
         return AttackSettings(recon_epochs=1, attr_epochs=1, batch_size=32, inversion_images=4, inversion_steps=20,
                               reid_images=20, grid_images=6, bootstrap=50, seed=args.attack_seed, device=args.device)
-    return AttackSettings(recon_epochs=args.attack_epochs, attr_epochs=args.attack_epochs, seed=args.attack_seed,
+    caps = {} if args.attack_epochs is None else {"recon_epochs": args.attack_epochs, "attr_epochs": args.attack_epochs}
+    return AttackSettings(**caps, seed=args.attack_seed,
                           device=args.device)
 
 
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/bench-attack", help="directory for the runs and the summary")
     p.add_argument("--seeds", default="0", help="comma-separated training seeds")
     p.add_argument("--attack-seed", type=int, default=0)
-    p.add_argument("--attack-epochs", type=int, default=5, help="epochs of every learned attacker (full mode)")
+    p.add_argument("--attack-epochs", type=int,
+                   help="cap on the epochs of every learned attacker (full mode; default: the suite's early stopping)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="smoke test: 400 images at 32x32, one epoch per stage")

@@ -25,7 +25,7 @@ def test_attack_cli_writes_results_and_resumes(trained_run: Path, tmp_path: Path
     assert result["reconstruction"]["best_attacker"] in {"mirror", "inversion"}
     assert result["settings"]["seed"] == 0 and result["msssim"]["win_size"] > 0
     assert out.with_suffix(".md").is_file() and (out.parent / "attack_recon_grid.png").is_file()
-    stored = sorted((run / "attack").glob("*/mirror.json"))
+    stored = sorted((run / "attack").glob("*/mirror.s0.json"))
     assert len(stored) == 1
     mtime = stored[0].stat().st_mtime_ns
     assert main(argv) == 0  # resumed: the finished attacker's result is reused, not retrained

@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from deepobfuscator.attacks import ALL_ATTACKERS, AttackSettings, AttackSources, run_attack
+from deepobfuscator.attacks import ATTACKERS, AttackSettings, AttackSources, run_attack
 from deepobfuscator.attacks import attribute, features, reconstruction
 from deepobfuscator.attacks.reid import make_trials, run_trials
 from deepobfuscator.losses import resolve_msssim
 from deepobfuscator.config import MSSSIMConfig
 from deepobfuscator.models import build_classifier, build_reconstructor
-from deepobfuscator.runs import RunError
+from deepobfuscator.registry import UnknownNameError
+from deepobfuscator.runs import RunDir, RunError
 
 TINY = dict(recon_epochs=1, attr_epochs=1, batch_size=16, inversion_images=3, inversion_steps=3, reid_images=8,
-            grid_images=4, bootstrap=10)
+            grid_images=4, bootstrap=10, constant_steps=3, mlp_hidden=16)
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +47,26 @@ def test_attribute_heads_give_one_logit_per_output(name):
 
 def test_every_attacker_trains_and_evaluates(run_copy: Path):
     result = run_attack(run_copy, AttackSettings(**TINY), progress=False)
-    assert set(result["reconstruction"]["per_attacker"]) == {"mirror", "urec1", "urec2", "resrec", "inversion"}
+    assert set(result["reconstruction"]["per_attacker"]) == {"mean_face", "median_face", "constant", "mirror", "urec1",
+                                                             "urec2", "resrec", "inversion"}
+    assert result["schema"] == 2 and result["reconstruction"]["floor"]["attacker"] in {"mean_face", "median_face",
+                                                                                        "constant"}
+    assert result["reconstruction"]["best_attacker"] not in {"mean_face", "median_face", "constant"}
     for rec in result["reconstruction"]["per_attacker"].values():
         assert 0.0 <= rec["ms_ssim"] <= 1.0 and rec["psnr"] > 0
     assert result["reconstruction"]["per_attacker"]["inversion"]["n"] == 3
     male = result["privacy"]["Male"]
-    assert set(male["per_attacker"]) == {"vgg", "resnet", "linear"}
+    assert set(male["per_attacker"]) == {"vgg", "resnet", "linear", "mlp", "oracle"}
+    assert male["best_attacker"] != "oracle" and male["per_attacker"]["oracle"]["floor"]
     best = male["per_attacker"][male["best_attacker"]]["balanced_accuracy"]
-    assert best == male["balanced_accuracy"] == max(r["balanced_accuracy"] for r in male["per_attacker"].values())
+    assert best == male["balanced_accuracy"] == max(r["balanced_accuracy"] for n, r in male["per_attacker"].items()
+                                                    if n != "oracle")
+    assert male["oracle_floor"]["balanced_accuracy"] == male["per_attacker"]["oracle"]["balanced_accuracy"]
+    assert 0 <= male["label_floor"]["balanced_accuracy"] <= 1 and male["label_floor"]["from"] == ["Smiling"]
+    assert set(male["within"]["Smiling"]) == {"0", "1"} or len(male["within"]["Smiling"]) == 2
+    assert sum(c["n"] for c in male["within"]["Smiling"].values()) == male["n"]
+    for rec in male["per_attacker"].values():
+        assert 1 <= rec["training"]["epochs"] <= 1 and len(rec["training"]["curve"]) == rec["training"]["epochs"]
     assert 0 < male["majority_rate"] <= 1 and male["n"] == result["eval_images"]
     assert set(result["utility"]["Smiling"]) >= {"accuracy", "balanced_accuracy", "majority_rate", "auc"}
     assert result["reid"]["chance"] == 0.25 and 0 <= result["reid"]["same_image"] <= 1
@@ -91,8 +104,8 @@ def test_attacker_training_never_sees_test_split_images(run_copy: Path, monkeypa
 
     monkeypatch.setattr(features, "images_to_dataset_tensor", spy_images)
     monkeypatch.setattr(features.FeatureSet, "feature_tensor", spy_features)
-    monkeypatch.setattr(reconstruction, "train_reconstructor", training(reconstruction.train_reconstructor))
-    monkeypatch.setattr(attribute, "train_classifier", training(attribute.train_classifier))
+    monkeypatch.setattr(reconstruction, "fit_model", training(reconstruction.fit_model))
+    monkeypatch.setattr(attribute, "fit_model", training(attribute.fit_model))
     run_attack(run_copy, AttackSettings(**TINY, attackers=["mirror", "urec1", "vgg", "linear"]),
                out=run_copy / "leak.json", retrain=True, progress=False)
     assert state["fits"] == 4
@@ -107,8 +120,8 @@ def test_finished_attackers_are_not_retrained(run_copy: Path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("attacker retrained")
 
-    monkeypatch.setattr(reconstruction, "train_reconstructor", forbidden)
-    monkeypatch.setattr(attribute, "train_classifier", forbidden)
+    monkeypatch.setattr(reconstruction, "fit_model", forbidden)
+    monkeypatch.setattr(attribute, "fit_model", forbidden)
     again = run_attack(run_copy, settings, out=run_copy / "resume.json", progress=False)
     assert again["reconstruction"]["best_attacker"] == "mirror" and "linear" in again["privacy"]["Male"]["per_attacker"]
     with pytest.raises(AssertionError, match="retrained"):
@@ -156,12 +169,13 @@ def test_attributes_missing_in_another_dataset_are_skipped_with_a_note(run_copy:
 
 
 def test_check_disjoint_raises_on_shared_images(run_copy: Path):
-    from deepobfuscator.methods import load_trained
-    from deepobfuscator.runs import RunDir, open_run_data
+    from deepobfuscator.runs import open_run_data
 
-    cfg, modules = load_trained(RunDir(run_copy))
+    pipeline = features.load_pipeline(RunDir(run_copy))
+    cfg, modules = pipeline.cfg, pipeline.modules
     data, _ = open_run_data(RunDir(run_copy), cfg, progress=False)
-    test = features.extract_features(cfg, modules, data, "test", "t", progress=False)
+    rows, _ = features.select_rows(data, "test", "t")
+    test = features.extract_features(pipeline, data, rows, "test", "t", progress=False)
     assert torch.equal(features.obfuscate(cfg, modules, test.image_tensor(np.arange(2))),
                        modules.obfuscator(test.image_tensor(np.arange(2))))
     with pytest.raises(RunError, match="shares"):
@@ -201,6 +215,6 @@ def test_reid_trials_and_known_rates():
 
 
 def test_unknown_attacker_is_rejected(run_copy: Path):
-    with pytest.raises(ValueError, match="did you mean 'mirror'"):
+    with pytest.raises(UnknownNameError, match="did you mean 'mirror'"):
         run_attack(run_copy, AttackSettings(**TINY, attackers=["miror"]), progress=False)
-    assert set(ALL_ATTACKERS) >= {"mirror", "inversion", "linear"}
+    assert set(ATTACKERS.names()) >= {"mirror", "inversion", "linear", "mlp", "oracle", "constant"}

@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -90,8 +91,12 @@ def test_report_from_fake_attack_results(tmp_path: Path) -> None:
     trade = tradeoff_table(results)
     assert len(trade.rows) == 6 and all(str(d) in {row[-1] for row in trade.rows} for d in dirs)
     assert any("0.850 [0.800, 0.900]" in cell for row in trade.rows for cell in row)  # number with its interval
-    (_, best, _), = best_tradeoff(results)
+    (_, best, leak, ref, what), = best_tradeoff(results)  # margin 3 points below the Encoder's 0.90
+    assert (best.name, what, ref) == ("att", "Encoder", 0.90) and leak == pytest.approx(0.66 - 0.6)
+    (_, best, _, _, _), = best_tradeoff(results, margin=0.05)  # now DeepObfuscator lambda1=10 (0.85) is in
     assert best.name == "do10"
+    (_, best, _, _, _), = best_tradeoff([r for r in results if r.name != "enc"], margin=0.0)
+    assert best.name == "rec"  # no Encoder: the margin is measured from the best run (0.89)
     assert [row[1] for row in lambda_table(results).rows] == ["1", "10"]
     recon = reconstruction_table(results)
     assert recon.columns[3:5] == ["mirror", "urec1"] and "dB" in recon.rows[0][3]
@@ -105,7 +110,32 @@ def test_report_from_fake_attack_results(tmp_path: Path) -> None:
         assert f"]({ref})" in md and (tmp_path / "report" / ref).is_file()
     assert "| Encoder |" in md and "reconstruction only" in md
     summary = json.loads(files.summary.read_text())
-    assert len(summary["runs"]) == 6 and "DeepObfuscator λ1=10" in summary["best_tradeoff"][0]
+    assert len(summary["runs"]) == 6 and "attributes only" in summary["best_tradeoff"][0]
+    assert {r["run"] for r in summary["runs"]} == {"enc", "dp", "do1", "do10", "rec", "att"}  # relative paths
+    assert str(runs) not in md
+
+
+def test_report_reads_schema_2_floors_and_ranks_by_leakage_above_the_oracle_floor(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    enc = _fake_run(runs, "enc", "encoder", 0.90, 0.95, 0.60)
+    a = _fake_run(runs, "a", "deepobfuscator", 0.89, 0.80, 0.2, lambda1=1.0)
+    b = _fake_run(runs, "b", "deepobfuscator", 0.88, 0.85, 0.2, lambda1=10.0)
+    # b's best attacker has the higher balanced accuracy, but its C leaks more too: less leakage above the floor
+    for run, ba, oracle in ((enc, 0.93, 0.60), (a, 0.70, 0.55), (b, 0.72, 0.68)):
+        attack = json.loads((run / "attack.json").read_text())
+        attack["schema"] = 2
+        attack["privacy"]["Male"].update({"balanced_accuracy": ba, "balanced_accuracy_ci95": _ci(ba),
+                                          "oracle_floor": {"balanced_accuracy": oracle},
+                                          "label_floor": {"balanced_accuracy": 0.57}})
+        (run / "attack.json").write_text(json.dumps(attack))
+    results = [load_result(d) for d in (enc, a, b)]
+    assert results[2].leakage_above_floor("Male") == pytest.approx((0.72 - 0.68, "oracle"))
+    (_, best, leak, _, _), = best_tradeoff(results)
+    assert best.name == "b" and leak == pytest.approx(0.04)
+    row = next(row for row in tradeoff_table(results).rows if row[-1] == str(b))
+    assert "oracle floor 0.680" in row[6] and "label floor 0.570" in row[6]
+    files = build_report([runs], tmp_path / "report")
+    assert "within 0.030 of the Encoder's (0.900)" in files.markdown.read_text()
 
 
 def test_report_from_two_real_tiny_runs(tmp_path: Path, celeba_root: Path) -> None:
@@ -126,4 +156,4 @@ def test_report_from_two_real_tiny_runs(tmp_path: Path, celeba_root: Path) -> No
     html_path = tmp_path / "report" / "report.html"
     assert_self_contained(html_path, expected_images=2 + 2)
     text = html_path.read_text()
-    assert "DeepObfuscator λ1=10" in text and str(out / "encoder-Smiling-vs-Male") in text
+    assert "DeepObfuscator λ1=10" in text and "encoder-Smiling-vs-Male" in text and str(out) not in text

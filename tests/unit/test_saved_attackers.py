@@ -7,12 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepobfuscator.attacks.saved import build_model, load_attacker, load_attackers, model_build, rebuild, save_attacker
+from deepobfuscator.attacks.heads import build_from_spec as build_model
+from deepobfuscator.attacks.heads import classifier_spec, reconstructor_spec
+from deepobfuscator.attacks.saved import load_attacker, load_attackers, rebuild, save_attacker
+from deepobfuscator.config import ModelConfig
 from deepobfuscator.runs import RunError
 
-RECON = model_build("reconstructor", "urec1", (8, 4, 4), image_size=(16, 16), width=0.0625, batch_norm=True)
-LINEAR = model_build("classifier", "linear", (8, 4, 4), num_outputs=1, width=0.0625, fc_width=8, batch_norm=True,
-                     dropout=0.5)
+MODEL = ModelConfig(width=0.0625, fc_width=8, batch_norm=True, dropout=0.5)
+RECON = reconstructor_spec("urec1", (8, 4, 4), (16, 16), MODEL)
+LINEAR = classifier_spec("linear", (8, 4, 4), 1, MODEL, mlp_hidden=16)
 
 
 def _fitted_reconstructor() -> tuple[torch.nn.Module, dict]:
@@ -53,7 +56,7 @@ def test_attribute_attackers_round_trip_one_model_per_attribute(tmp_path: Path) 
 
 def test_broken_specs_and_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="role"):
-        model_build("decoder", "mirror", (8, 4, 4))
+        build_model({**RECON, "role": "decoder"})
     with pytest.raises(RunError, match="no saved attacker 'vgg'"):
         load_attacker(tmp_path, "vgg")
     save_attacker(tmp_path, "linear", torch.nn.ModuleDict({"Male": build_model(LINEAR)}),

@@ -1,11 +1,13 @@
-"""Honest privacy evaluation: attackers trained from scratch on the frozen obfuscator's features (`deepobf attack`)."""
-from .base import ALL_ATTACKERS, AttackContext, AttackSettings
-from .features import FeatureSet, extract_features, obfuscate
+"""Honest privacy evaluation: attackers trained from scratch on the frozen deployed pipeline's features
+(`deepobf attack`)."""
+from .base import AttackContext, AttackData, Attacker, AttackSettings, Evaluation
+from .features import FeatureSet, Pipeline, extract_features, load_pipeline, obfuscate
 from .registry import ATTACKERS, get_attackers, register_attacker
 from .sources import AttackSources
-from .suite import run_attack
+from .suite import FITTED_HOOKS, run_attack
 
 __all__ = [
-    "ALL_ATTACKERS", "ATTACKERS", "AttackContext", "AttackSettings", "AttackSources", "FeatureSet",
-    "extract_features", "get_attackers", "obfuscate", "register_attacker", "run_attack",
+    "ATTACKERS", "AttackContext", "AttackData", "AttackSettings", "AttackSources", "Attacker", "Evaluation",
+    "FITTED_HOOKS", "FeatureSet", "Pipeline", "extract_features", "get_attackers", "load_pipeline", "obfuscate",
+    "register_attacker", "run_attack",
 ]

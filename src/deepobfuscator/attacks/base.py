@@ -1,34 +1,51 @@
-"""What every attacker receives: the frozen run, the attack budget and where to report progress."""
+"""What every attacker receives and returns: the attack budget, the frozen deployed run, the feature sets,
+and the :class:`Attacker` protocol the suite loops over."""
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
+import numpy as np
 import torch
+from torch import nn
 
 from ..config import RunConfig
+from ..data import AttributeSpec
 from ..losses import MSSSIMSettings
 from ..training.modules import Modules
+from .features import FeatureSet, Pipeline
 
-ALL_ATTACKERS = ("mirror", "urec1", "urec2", "resrec", "inversion", "vgg", "resnet", "linear")
+SPLITS = ("val", "test", "all")
 
 
 @dataclass
 class AttackSettings:
-    """Budgets and options of an attack run (small CPU defaults; every value is recorded in attack.json)."""
+    """Budgets and options of an attack run (every value is recorded in attack.json).
 
-    attackers: list[str] = field(default_factory=lambda: list(ALL_ATTACKERS))
-    split: str = "test"  # evaluation split; attackers always train on the train split
-    recon_epochs: int = 3
-    attr_epochs: int = 3
+    Learned attackers train until their validation loss stops improving (``patience`` epochs) on a
+    held-out ``val_fraction`` of their own training data, for at most ``recon_epochs`` /
+    ``attr_epochs`` epochs, and keep the best validation weights.
+    """
+
+    attackers: list[str] | None = None  # None: every registered attacker
+    split: str = "test"  # evaluation split (all: every image of the evaluation data not used by the attackers)
+    recon_epochs: int = 40  # max epochs of reconstruction attackers
+    attr_epochs: int = 60  # max epochs of attribute attackers
+    patience: int = 5  # epochs without a better validation loss before stopping
+    val_fraction: float = 0.15  # share of the attackers' training images held out for early stopping
     lr: float = 1e-3
     batch_size: int = 64
     eval_batch_size: int = 256
     recon_loss: str = "msssim"  # msssim = L(AR1) of training, or mse
     max_train_images: int | None = None  # seeded subset of the attackers' training split
+    seeds: list[int] | None = None  # attacker seeds (best + spread reported); None: [seed]
+    repeat: list[int] | None = None  # repeated-query counts for stochastic pipelines; None: [1, 8]
+    mlp_hidden: int = 512
+    constant_steps: int = 150  # Adam steps of the MS-SSIM-optimised constant image
     inversion_images: int = 16
-    inversion_steps: int = 300
-    inversion_lr: float = 0.2
+    inversion_steps: int = 600
+    inversion_lr: float = 0.05
     tv_weight: float = 0.2
     reid_images: int = 100
     reid_similarity: str = "msssim"  # msssim | mse
@@ -41,33 +58,61 @@ class AttackSettings:
         """Plain dict for JSON."""
         return asdict(self)
 
+    def attacker_seeds(self) -> list[int]:
+        """The seeds every learned attacker is trained with."""
+        return list(self.seeds) if self.seeds else [self.seed]
+
+    def repeats(self, stochastic: bool) -> list[int]:
+        """Repeated-query counts to evaluate: [1] for a deterministic pipeline."""
+        if not stochastic:
+            return [1]
+        wanted = self.repeat if self.repeat else [1, 8]
+        return sorted(set([1, *wanted]))
+
     def validate(self) -> None:
         """Raise ValueError naming the first bad option."""
         if self.recon_loss not in ("msssim", "mse"):
             raise ValueError(f"attack recon_loss must be 'msssim' or 'mse', got {self.recon_loss!r}")
         if self.reid_similarity not in ("msssim", "mse"):
             raise ValueError(f"attack reid_similarity must be 'msssim' or 'mse', got {self.reid_similarity!r}")
-        if self.split not in ("val", "test"):
-            raise ValueError(f"attack split must be 'val' or 'test', got {self.split!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"attack split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         for name in ("recon_epochs", "attr_epochs", "inversion_steps", "inversion_images", "reid_images",
-                     "grid_images", "bootstrap"):
+                     "grid_images", "bootstrap", "patience", "constant_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"attack {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("batch_size", "eval_batch_size"):
+        for name in ("batch_size", "eval_batch_size", "mlp_hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"attack {name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"attack val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.repeat and min(self.repeat) < 1:
+            raise ValueError(f"attack repeat counts must be >= 1, got {self.repeat}")
 
 
 @dataclass
 class AttackContext:
     """The frozen deployed run an attacker works against."""
 
-    cfg: RunConfig
-    modules: Modules
+    pipeline: Pipeline
     settings: AttackSettings
     msssim: MSSSIMSettings
-    device: str = "cpu"
     progress: bool = True
+
+    @property
+    def cfg(self) -> RunConfig:
+        """The run's resolved config."""
+        return self.pipeline.cfg
+
+    @property
+    def modules(self) -> Modules:
+        """The run's frozen modules."""
+        return self.pipeline.modules
+
+    @property
+    def device(self) -> str:
+        """Where attackers train."""
+        return self.pipeline.device
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -75,10 +120,68 @@ class AttackContext:
         return int(self.cfg.data.image_size[0]), int(self.cfg.data.image_size[1])
 
 
+@dataclass
+class AttackData:
+    """The feature sets of one attack: the attackers' fit and validation parts, the evaluation set, and what
+    earlier attackers left for later ones (kept reconstructions of the query and validation-probe rows)."""
+
+    train: FeatureSet  # the attackers' fit part (never an evaluation image)
+    val: FeatureSet  # held-out part of the attackers' training data (early stopping, attacker's own choices)
+    test: FeatureSet  # evaluation
+    query_rows: np.ndarray  # test rows whose reconstructions are kept (grid, re-ID, inversion)
+    val_probe_rows: np.ndarray  # val rows whose reconstructions are kept (inversion's start choice)
+    private_specs: list[AttributeSpec]
+    task_specs: list[AttributeSpec]
+    classifier: nn.Module | None = None  # the deployed C (oracle floor)
+    recon_query: dict[str, np.ndarray] = field(default_factory=dict)  # attacker -> uint8 [Q, H, W, 3]
+    recon_val: dict[str, np.ndarray] = field(default_factory=dict)  # attacker -> uint8 [P, H, W, 3]
+
+
+@dataclass
+class Evaluation:
+    """An attacker's result: a JSON-able record, plus kept reconstructions for reconstruction attackers."""
+
+    record: dict[str, Any]
+    query_images: np.ndarray | None = None  # uint8 [Q, H, W, 3], aligned with AttackData.query_rows
+    val_images: np.ndarray | None = None  # uint8 [P, H, W, 3], aligned with AttackData.val_probe_rows
+
+
+class Attacker(Protocol):
+    """One attacker: ``fit`` on the attackers' training features, ``evaluate`` on the evaluation features.
+
+    ``kind`` is ``attribute`` (record: ``{"results": {attribute: classification report}}``) or
+    ``reconstruction`` (record: MS-SSIM/PSNR report; kept images in the :class:`Evaluation`). A
+    ``floor`` attacker measures what is learnable without the defence's help (reported as a floor,
+    never as the best attacker).
+    """
+
+    name: str
+    kind: str
+    description: str
+    floor: bool
+
+    def settings(self, ctx: AttackContext) -> dict[str, Any]:
+        """Settings that change this attacker's result (a stored result with other values is recomputed)."""
+        ...
+
+    def fit(self, data: AttackData, ctx: AttackContext, seed: int) -> dict[str, Any]:
+        """Train on ``data.train`` (early stopping on ``data.val``); return the training record."""
+        ...
+
+    def evaluate(self, data: AttackData, ctx: AttackContext, seed: int) -> Evaluation:
+        """Score on ``data.test``."""
+        ...
+
+    def state(self) -> tuple[nn.Module, dict[str, Any]] | None:
+        """The fitted module and a JSON-able spec to rebuild it (None: nothing learned to save)."""
+        ...
+
+
+AttackerFactory = Callable[[], Attacker]
+
+
 def attacker_seed(seed: int, *names: str) -> int:
     """A per-attacker seed that does not depend on which other attackers run or in which order."""
-    import zlib
-
     return (seed * 1_000_003 + zlib.crc32("/".join(names).encode())) % (2 ** 31)
 
 

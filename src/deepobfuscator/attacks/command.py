@@ -5,11 +5,19 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .base import ALL_ATTACKERS, AttackSettings
+from .base import AttackSettings
+from .registry import ATTACKERS
 
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _ints(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
 
 
 def _first(*values: Any) -> Any:
@@ -28,11 +36,13 @@ def cmd_attack(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     defaults = AttackSettings()
     settings = AttackSettings(
-        attackers=args.attackers or list(ALL_ATTACKERS), split=args.split,
+        attackers=args.attackers, split=args.split,
         recon_epochs=_first(args.recon_epochs, args.epochs, defaults.recon_epochs),
         attr_epochs=_first(args.attr_epochs, args.epochs, defaults.attr_epochs),
+        patience=args.patience, val_fraction=args.val_fraction, seeds=args.seeds, repeat=args.repeat,
         lr=args.lr, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, recon_loss=args.recon_loss,
-        max_train_images=args.max_train_images, inversion_images=args.inversion_images,
+        max_train_images=args.max_train_images, mlp_hidden=args.mlp_hidden, constant_steps=args.constant_steps,
+        inversion_images=args.inversion_images,
         inversion_steps=args.inversion_steps, inversion_lr=args.inversion_lr, tv_weight=args.tv_weight,
         reid_images=args.reid_images, reid_similarity=args.reid_similarity, grid_images=args.grid_images,
         bootstrap=args.bootstrap, seed=args.seed, device=args.device,
@@ -60,12 +70,24 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--attacker-data", help="realistic attacker: train attackers on this root's train split (public data)")
     p.add_argument("--attacker-dataset", help="loader name for --attacker-data (default: the run's dataset)")
     p.add_argument("--max-images", type=int, help="use only the first N images of --data / --attacker-data")
-    p.add_argument("--attackers", type=_csv, help=f"comma-separated subset of {','.join(ALL_ATTACKERS)} (default: all)")
+    p.add_argument("--attackers", type=_csv,
+                   help=f"comma-separated subset of {','.join(ATTACKERS.names())} (default: all)")
     p.add_argument("--out", help="attack.json path (default: RUN_DIR/attack.json; .md and grid PNG beside it)")
-    p.add_argument("--split", default=d.split, choices=["test", "val"], help="evaluation split (default: test)")
-    p.add_argument("--epochs", type=int, help="training epochs of every learned attacker")
-    p.add_argument("--recon-epochs", type=int, help=f"epochs of reconstruction attackers (default {d.recon_epochs})")
-    p.add_argument("--attr-epochs", type=int, help=f"epochs of attribute attackers (default {d.attr_epochs})")
+    p.add_argument("--split", default=d.split, choices=["test", "val", "all"],
+                   help="evaluation split (default: test); all: every image of --data not used to train the attackers")
+    p.add_argument("--epochs", type=int, help="cap on the training epochs of every learned attacker")
+    p.add_argument("--recon-epochs", type=int, help=f"max epochs of reconstruction attackers (default {d.recon_epochs})")
+    p.add_argument("--attr-epochs", type=int, help=f"max epochs of attribute attackers (default {d.attr_epochs})")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help=f"early stopping: epochs without a better validation loss (default {d.patience})")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help=f"share of the attackers' training images held out for early stopping (default {d.val_fraction})")
+    p.add_argument("--seeds", type=_ints, help="attacker seeds, e.g. 0,1,2: best for the attacker and the spread")
+    p.add_argument("--repeat", type=_ints,
+                   help="stochastic defences: repeated-query counts m (features averaged over m draws; default 1,8)")
+    p.add_argument("--mlp-hidden", type=int, default=d.mlp_hidden, help="hidden width of the mlp/oracle attackers")
+    p.add_argument("--constant-steps", type=int, default=d.constant_steps,
+                   help="optimisation steps of the constant-image reconstruction floor")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)

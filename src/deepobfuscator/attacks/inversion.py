@@ -1,15 +1,23 @@
 """White-box inversion: the obfuscator ships on phones, so an attacker can hold its weights and search for an
-image whose features match the observed ones (relative feature error plus a total-variation prior)."""
+image whose features match the observed ones (relative feature error plus a total-variation prior).
+
+The search starts from the best earlier reconstruction (the learned decoder that scores best on the
+attacker's own validation images) and from noise; the start and the number of refinement steps
+(0 = keep the start as it is) are chosen on the attacker's validation images, so on those images the
+refined result never scores below the decoder it started from.
+"""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 import torch
-from ..progress import progress_bar
+from torch import nn
 
-from .base import AttackContext, Reconstruct, attacker_seed
-from .features import FeatureSet, obfuscate
+from ..progress import progress_bar
+from ..metrics import image_quality_report
+from .base import AttackContext, AttackData, Evaluation, attacker_seed
+from .reconstruction import from_uint8, score_images, to_uint8
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
@@ -19,58 +27,116 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
     return dh + dw
 
 
-def invert_features(target: torch.Tensor, ctx: AttackContext, seed: int, desc: str = "inversion") -> torch.Tensor:
-    """Images ``[N, 3, H, W]`` in [0, 1] minimising ||obfuscate(x) - target||^2 / ||target||^2 + tv * TV(x).
+def checkpoints(steps: int) -> list[int]:
+    """Step counts at which a refinement is looked at: 0, then doubling up to ``steps``."""
+    out, k = [0], max(1, steps // 16)
+    while k < steps:
+        out.append(k)
+        k *= 2
+    return sorted(set(out + [steps]))
 
-    The image is parameterised as ``sigmoid(z)`` (so it stays in [0, 1]) and starts near mid-grey;
-    each image's loss is independent of the others in the batch (O runs in eval mode).
-    """
-    s = ctx.settings
-    modules = ctx.modules
-    modules.obfuscator.eval()
+
+def noise_start(n: int, ctx: AttackContext, seed: int) -> torch.Tensor:
+    """Near-mid-grey random images ``[n, 3, H, W]`` (the classic inversion start)."""
     generator = torch.Generator().manual_seed(seed)
-    h, w = ctx.image_size
-    z = (0.01 * torch.randn(len(target), 3, h, w, generator=generator)).to(ctx.device).requires_grad_(True)
+    return torch.sigmoid(0.01 * torch.randn(n, 3, *ctx.image_size, generator=generator))
+
+
+def refine(target: torch.Tensor, start: torch.Tensor, ctx: AttackContext, keep: list[int], desc: str = "inversion"
+           ) -> dict[int, torch.Tensor]:
+    """Images after each of ``keep`` steps of Adam on ||send(x) - target||^2 / ||target||^2 + tv * TV(x) from
+    ``start`` (x = sigmoid(z), so images stay in [0, 1]); step 0 is ``start`` itself."""
+    s = ctx.settings
+    pipeline = ctx.pipeline
+    z = torch.logit(start.clamp(1e-3, 1 - 1e-3)).to(ctx.device).requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=s.inversion_lr)
+    target = target.to(ctx.device)
     norm = target.pow(2).flatten(1).sum(1).clamp(min=1e-8)
-    bar = progress_bar(range(s.inversion_steps), desc=desc, unit="step", disable=not ctx.progress, leave=False)
-    for _ in bar:
+    out = {0: start.detach().cpu().clone()} if 0 in keep else {}
+    last = max(keep) if keep else 0
+    bar = progress_bar(range(1, last + 1), desc=desc, unit="step", disable=not ctx.progress, leave=False)
+    for step in bar:
         images = torch.sigmoid(z)
-        feats = obfuscate(ctx.cfg, modules, images)
-        match = (feats - target).pow(2).flatten(1).sum(1) / norm
+        match = (pipeline.send(images) - target).pow(2).flatten(1).sum(1) / norm
         loss = (match + s.tv_weight * total_variation(images)).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         bar.set_postfix(feature_error=f"{match.mean().item():.4f}")
-    return torch.sigmoid(z).detach()
+        if step in keep:
+            out[step] = torch.sigmoid(z).detach().cpu()
+    return out
+
+
+def choose_refinement(target: torch.Tensor, truth: torch.Tensor, starts: dict[str, torch.Tensor], ctx: AttackContext
+                      ) -> tuple[str, int, dict[str, dict[int, float]]]:
+    """The start and step count whose refinement has the best mean MS-SSIM against ``truth`` (the attacker's
+    own validation images); returns them and the whole table start -> steps -> MS-SSIM."""
+    keep = checkpoints(ctx.settings.inversion_steps)
+    table: dict[str, dict[int, float]] = {}
+    for name, start in starts.items():
+        images = refine(target, start, ctx, keep, desc=f"inversion search ({name})")
+        table[name] = {k: float(score_images(img.to(ctx.device), truth.to(ctx.device), ctx)[0].mean())
+                       for k, img in images.items()}
+    name, steps = max(((n, k) for n, row in table.items() for k in row), key=lambda nk: table[nk[0]][nk[1]])
+    return name, steps, table
 
 
 class WhiteBoxInversion:
-    """Optimisation-based inversion of the frozen obfuscator; needs no training data."""
+    """Optimisation-based inversion of the frozen deployed pipeline, refining the best earlier reconstruction."""
 
     name = "inversion"
     kind = "reconstruction"
-    trains = False
-    description = "white-box inversion of O (feature matching + TV prior)"
+    floor = False
+    description = "white-box inversion of O (feature matching + TV prior), from the best decoder or noise"
 
-    def relevant_settings(self, ctx: AttackContext) -> dict[str, Any]:
+    def __init__(self) -> None:
+        self.choice: dict[str, Any] = {}
+
+    def settings(self, ctx: AttackContext) -> dict[str, Any]:
         """Settings that change this attacker's result."""
         s = ctx.settings
         return {"images": s.inversion_images, "steps": s.inversion_steps, "lr": s.inversion_lr,
-                "tv_weight": s.tv_weight, "seed": s.seed}
+                "tv_weight": s.tv_weight, "max_train_images": s.max_train_images, "val_fraction": s.val_fraction}
 
-    def eval_rows(self, test: FeatureSet, query_rows: np.ndarray, ctx: AttackContext) -> np.ndarray:
-        """Evaluation rows: the first ``inversion_images`` query images (inversion is costly per image)."""
-        return np.asarray(query_rows[:ctx.settings.inversion_images])
+    def _decoder(self, data: AttackData, ctx: AttackContext, n: int) -> str | None:
+        """The earlier reconstruction attacker with the best mean MS-SSIM on the validation probe images."""
+        truth = data.val.image_tensor(data.val_probe_rows[:n]).to(ctx.device)
+        scored = {name: float(score_images(from_uint8(imgs[:n]).to(ctx.device), truth, ctx)[0].mean())
+                  for name, imgs in data.recon_val.items() if name != self.name and len(imgs) >= n}
+        return max(scored, key=lambda k: scored[k]) if scored else None
 
-    def prepare(self, train: FeatureSet | None, ctx: AttackContext) -> tuple[Reconstruct, dict[str, Any]]:
-        """The inversion as a reconstruct function (no training)."""
-        seed = attacker_seed(ctx.settings.seed, self.name)
-        calls = [0]
+    def fit(self, data: AttackData, ctx: AttackContext, seed: int) -> dict[str, Any]:
+        """Choose the start (best decoder or noise) and the step count on the attacker's validation images."""
+        n = min(ctx.settings.inversion_images, len(data.val_probe_rows))
+        rows = data.val_probe_rows[:n]
+        decoder = self._decoder(data, ctx, n)
+        starts = {"noise": noise_start(n, ctx, attacker_seed(seed, self.name, "val"))}
+        if decoder is not None:
+            starts[decoder] = from_uint8(data.recon_val[decoder][:n])
+        name, steps, table = choose_refinement(data.val.feature_tensor(rows), data.val.image_tensor(rows), starts, ctx)
+        self.choice = {"start": name, "steps": steps, "decoder": decoder}
+        return {**self.choice, "val_images": n,
+                "val_ms_ssim": {k: {str(step): round(v, 6) for step, v in row.items()} for k, row in table.items()}}
 
-        def reconstruct(features: torch.Tensor) -> torch.Tensor:
-            calls[0] += 1
-            return invert_features(features, ctx, seed + calls[0], desc=f"attack {self.name}")
+    def evaluate(self, data: AttackData, ctx: AttackContext, seed: int) -> Evaluation:
+        """Invert the first ``inversion_images`` query images with the chosen start and step count."""
+        if not self.choice:
+            raise ValueError(f"attacker '{self.name}' is not fitted")
+        rows = np.asarray(data.query_rows[:ctx.settings.inversion_images])
+        start_name, steps = self.choice["start"], self.choice["steps"]
+        if start_name == "noise":
+            start = noise_start(len(rows), ctx, attacker_seed(seed, self.name, "test"))
+        else:
+            start = from_uint8(data.recon_query[start_name][:len(rows)])
+        images = refine(data.test.feature_tensor(rows), start, ctx, [steps], desc=f"attack {self.name}")[steps]
+        truth = data.test.image_tensor(rows).to(ctx.device)
+        ssim, peak = score_images(images.to(ctx.device), truth, ctx)
+        report = image_quality_report(ssim, peak)
+        if start_name != "noise":
+            report["start_ms_ssim"] = round(float(score_images(start.to(ctx.device), truth, ctx)[0].mean()), 6)
+        return Evaluation({**report, **self.choice}, to_uint8(images), None)
 
-        return reconstruct, {"steps": ctx.settings.inversion_steps, "tv_weight": ctx.settings.tv_weight}
+    def state(self) -> tuple[nn.Module, dict[str, Any]] | None:
+        """Nothing learned: the inversion uses the run's own O."""
+        return None

@@ -33,43 +33,89 @@ def _classification_row(label: str, r: dict[str, Any], bold: bool = False) -> st
     return "| " + " | ".join(cells) + " |"
 
 
+def _epochs(training: dict[str, Any] | None) -> str:
+    if training and "start" in training:  # the inversion's choice, made on the attacker's validation images
+        return f"start {training['start']}, {training['steps']} steps"
+    if not training or training.get("epochs") is None:
+        return ""
+    return f"{training['epochs']} (best {training.get('best_epoch')})"
+
+
+def _attribute_section(attr: str, entry: dict[str, Any]) -> list[str]:
+    lines = [f"### {attr}", ""]
+    label, oracle = entry.get("label_floor"), entry.get("oracle_floor")
+    floors = []
+    if label:
+        floors.append(f"label floor {_num(label.get('balanced_accuracy'))} (from {', '.join(label.get('from', []))})")
+    if oracle:
+        floors.append(f"oracle floor {_num(oracle.get('balanced_accuracy'))} (attacker on the deployed C's logits)")
+    if floors:
+        lines += ["Balanced-accuracy floors: " + "; ".join(floors) + f". Leakage of the best attacker above the "
+                  f"oracle floor: {_num(entry.get('leakage_above_oracle'))}, above the label floor: "
+                  f"{_num(entry.get('leakage_above_label'))}.", ""]
+    lines += ["| attacker | accuracy | balanced accuracy | ROC AUC | majority rate | n | epochs |",
+              "|---|---|---|---|---|---|---|"]
+    for name, r in entry["per_attacker"].items():
+        row = _classification_row(name + (" (floor)" if r.get("floor") else ""), r, bold=name == entry["best_attacker"])
+        lines.append(row[:-1] + f"| {_epochs(r.get('training'))} |")
+    within = entry.get("within") or {}
+    for task, classes in within.items():
+        cells = ", ".join(f"{task}={c}: {_num(v.get('balanced_accuracy'))} (majority {_num(v.get('majority_rate'))}, "
+                          f"n={v.get('n')})" for c, v in classes.items())
+        lines += ["", f"Best attacker within each {task} class: {cells}."]
+    return lines + [""]
+
+
 def render_markdown(result: dict[str, Any]) -> str:
-    """The attack result as Markdown tables (95% intervals in brackets; best attacker in bold)."""
+    """The attack result as Markdown tables (95% intervals in brackets; best attacker in bold; floors marked)."""
+    train = result["attacker_train"]
     lines = [f"# Attack evaluation: {result['run']}", "",
              f"Evaluated on the **{result['split']}** split of `{result['dataset']}` ({result['data_root']}), "
              f"{result['eval_images']} images; attackers trained from scratch on "
-             f"{result['attacker_train']['images']} images of `{result['attacker_train']['dataset']}` "
-             f"({result['attacker_train']['root']}, split {result['attacker_train']['split']}). "
-             f"Seed {result['settings']['seed']}.", ""]
+             f"{train['images']} images of `{train['dataset']}` "
+             f"({train['root']}, split {train['split']}"
+             + (f"; {train['val_images']} held out for early stopping" if train.get("val_images") else "")
+             + f"). Seed {result['settings']['seed']}."
+             + (" The deployed pipeline is **stochastic** (fresh draws per epoch and at evaluation)."
+                if result.get("stochastic") else ""), ""]
     header = "| {} | accuracy | balanced accuracy | ROC AUC | majority rate | n |"
     rule = "|---|---|---|---|---|---|"
     lines += ["## Utility (deployed C, intended attributes)", "", header.format("attribute"), rule]
     lines += [_classification_row(name, r) for name, r in result["utility"].items()] or ["| (none) | | | | | |"]
     lines += ["", "## Attribute inference (private attributes; best = highest balanced accuracy)", ""]
     for attr, entry in result["privacy"].items():
-        lines += [f"### {attr}", "", header.format("attacker"), rule]
-        for name, r in entry["per_attacker"].items():
-            lines.append(_classification_row(name, r, bold=name == entry["best_attacker"]))
-        lines.append("")
+        lines += _attribute_section(attr, entry)
     if not result["privacy"]:
         lines += ["(no private attribute evaluated)", ""]
     rec, reid = result["reconstruction"], result["reid"]
     lines += ["## Reconstruction and re-identification (best = highest MS-SSIM)", "",
               f"Re-identification: top-1 among {4} candidates (chance {reid['chance']:.2f}), "
-              f"similarity {reid['similarity']}.", "",
-              "| attacker | MS-SSIM | PSNR (dB) | re-ID same image | re-ID same person | n |",
-              "|---|---|---|---|---|---|"]
+              f"similarity {reid['similarity']}."]
+    if rec.get("floor"):
+        lines += [f"Reconstruction floor (best constant image, no features): MS-SSIM {_num(rec['floor']['ms_ssim'])} "
+                  f"({rec['floor']['attacker']}); the best attacker is {_num(rec.get('ms_ssim_above_floor'))} above it."
+                  " Inversion is scored on its first query images only (n column)."]
+    lines += ["", "| attacker | MS-SSIM | PSNR (dB) | re-ID same image | re-ID same person | n | epochs |",
+              "|---|---|---|---|---|---|---|"]
     for name, r in rec["per_attacker"].items():
         rr = reid["per_attacker"].get(name, {})
-        cells = [name, f"{_num(r['ms_ssim'])}{_ci(r['ms_ssim_ci95'])}", f"{_num(r['psnr'], 2)}{_ci(r['psnr_ci95'], 2)}",
+        cells = [name + (" (floor)" if r.get("floor") else ""), f"{_num(r['ms_ssim'])}{_ci(r['ms_ssim_ci95'])}",
+                 f"{_num(r['psnr'], 2)}{_ci(r['psnr_ci95'], 2)}",
                  f"{_num(rr.get('same_image', {}).get('rate'))}{_ci(rr.get('same_image', {}).get('ci95'))}",
                  f"{_num(rr.get('same_person', {}).get('rate'))}{_ci(rr.get('same_person', {}).get('ci95'))}",
-                 str(r["n"])]
+                 str(r["n"]), _epochs(r.get("training"))]
         if name == rec["best_attacker"]:
-            cells = [f"**{c}**" for c in cells]
+            cells = [f"**{c}**" if c else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     if not rec["per_attacker"]:
-        lines.append("| (none) | | | | | |")
+        lines.append("| (none) | | | | | | |")
+    for m, short in (result.get("repeated") or {}).items():
+        lines += ["", f"## Repeated queries (m = {m}: features averaged over {m} draws of each image)", ""]
+        for attr, e in short["privacy"].items():
+            lines.append(f"- {attr}: best {e['best_attacker']} balanced accuracy {_num(e['balanced_accuracy'])}"
+                         f" (leakage above oracle {_num(e['leakage_above_oracle'])})")
+        r = short["reconstruction"]
+        lines.append(f"- reconstruction: best {r['best_attacker']} MS-SSIM {_num(r['ms_ssim'])}")
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
     return "\n".join(lines) + "\n"

@@ -8,7 +8,7 @@
   ``{"kind": "attribute", "attributes": {ATTRIBUTE: BUILD}, "through_classifier": false}``;
 
 where ``BUILD`` says which registered model factory and arguments rebuild the untrained model
-(:func:`model_build`, :func:`build_model`). Files: ``RUN/attack/<tag>/fitted/<name>.safetensors`` and
+(:func:`deepobfuscator.attacks.heads.build_from_spec`). Files: ``RUN/attack/<tag>/fitted/<name>.safetensors`` and
 ``<name>.json``. :func:`load_attackers` rebuilds the attackers of a run's latest attack
 (``RUN/attack.json``) beside their metrics on its evaluation split; floors (attackers that see no
 features, or C's outputs instead of the features) are not eavesdroppers and are left out.
@@ -23,41 +23,20 @@ from typing import Any
 
 from torch import nn
 
-from ..models import build_classifier, build_reconstructor
 from ..runs import RunError
 from ..training.checkpoint import load_modules, save_modules
 from ..utils import atomic_write_json
+from .heads import build_from_spec
 
 FITTED_DIR = "fitted"
-
-
-def model_build(role: str, architecture: str, feature_shape: tuple[int, ...], **args: Any) -> dict[str, Any]:
-    """The JSON-able build spec of an attack model: ``role`` (reconstructor or classifier), the registered
-    ``architecture``, the feature shape it reads and the factory's other arguments."""
-    if role not in ("reconstructor", "classifier"):
-        raise ValueError(f"attack model role must be 'reconstructor' or 'classifier', got {role!r}")
-    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
-    return {"role": role, "architecture": architecture, "feature_shape": list(feature_shape), **plain}
-
-
-def build_model(build: dict[str, Any]) -> nn.Module:
-    """The untrained model a build spec describes (a registered reconstructor or feature classifier)."""
-    c, h, w = (int(d) for d in build["feature_shape"])
-    if build["role"] == "reconstructor":
-        return build_reconstructor(build["architecture"], c, (h, w), tuple(build["image_size"]),
-                                   width=build["width"], batch_norm=build["batch_norm"])
-    if build["role"] == "classifier":
-        return build_classifier(build["architecture"], c, (h, w), build["num_outputs"], width=build["width"],
-                                fc_width=build["fc_width"], batch_norm=build["batch_norm"], dropout=build["dropout"])
-    raise ValueError(f"attack model spec: unknown role {build['role']!r} (reconstructor or classifier)")
 
 
 def rebuild(spec: dict[str, Any]) -> nn.Module:
     """The untrained module an attacker's state spec describes (a model, or a ModuleDict per attribute)."""
     if spec.get("kind") == "reconstruction" and "model" in spec:
-        return build_model(spec["model"])
+        return build_from_spec(spec["model"])
     if spec.get("kind") == "attribute" and "attributes" in spec:
-        return nn.ModuleDict({name: build_model(build) for name, build in spec["attributes"].items()})
+        return nn.ModuleDict({name: build_from_spec(build) for name, build in spec["attributes"].items()})
     raise ValueError(f"a {spec.get('kind')!r} spec without its model build ('model' or 'attributes'); "
                      "written by another version of deepobf attack?")
 

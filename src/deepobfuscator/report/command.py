@@ -11,7 +11,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write the comparison report of the given runs."""
     from .html import build_report
 
-    files = build_report([Path(p) for p in args.runs], Path(args.out), title=args.title)
+    files = build_report([Path(p) for p in args.runs], Path(args.out), title=args.title, margin=args.margin)
     for warning in files.warnings:
         print(f"deepobf report: warning: {warning}", file=sys.stderr)
     print(f"report of {files.runs} run(s): {files.html} (self-contained), {files.markdown}, {files.summary}")
@@ -25,5 +25,8 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="run directories (a folder of runs, e.g. a sweep's output, stands for all of them)")
     p.add_argument("--out", required=True, help="folder for report.html, report.md, report.json and figures")
+    p.add_argument("--margin", type=float, default=0.03,
+                   help="best tradeoff: only runs whose intended accuracy is within this of the Encoder's "
+                        "(default 0.03 = 3 points)")
     p.add_argument("--title", default="DeepObfuscator: utility-privacy comparison", help="report title")
     p.set_defaults(handler=cmd_report)

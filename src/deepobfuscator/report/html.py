@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,8 @@ from ..utils import atomic_write_json, atomic_write_text
 from .plots import lambda_bars, tradeoff_scatter
 from .results import RunResult, expand_run_dirs, load_result
 from .tables import (
-    Table, ablation_table, best_tradeoff, lambda_table, markdown_table, pareto_front, reconstruction_table, score,
-    tradeoff_table,
+    TRADEOFF_MARGIN, Table, ablation_table, best_tradeoff, lambda_table, leakage, markdown_table, pareto_front,
+    reconstruction_table, score, tradeoff_table,
 )
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;color:#222;padding:0 1em}
@@ -51,29 +52,48 @@ def _html_table(table: Table) -> str:
     return f"<h3>{html.escape(table.title)}</h3><table><tr>{head}</tr>{body}</table>{note}"
 
 
-def _verdict(results: list[RunResult]) -> list[str]:
+def _verdict(results: list[RunResult], margin: float) -> list[str]:
     lines = []
     front = pareto_front(results)
-    for aset, r, s in best_tradeoff(results):
+    for aset, r, leak, ref, what in best_tradeoff(results, margin):
         others = sorted(x.label for x in results if x.attribute_set == aset and str(x.path) in front)
-        lines.append(f"{aset}: best tradeoff score {s:.3f} by {r.label} ({r.path}); Pareto front: "
-                     f"{', '.join(others) or '-'}")
+        lines.append(f"{aset}: best tradeoff {r.label} ({r.shown}): least leakage above the floor ({leak:.3f}) among "
+                     f"runs whose intended accuracy is within {margin:.3f} of the {what}'s ({ref:.3f}); "
+                     f"Pareto front: {', '.join(others) or '-'}")
     return lines
 
 
-def build_report(run_dirs: list[Path], out: Path, title: str = "DeepObfuscator: utility-privacy comparison") -> ReportFiles:
-    """Read the runs, draw the figures, write ``report.html`` (self-contained), ``report.md`` and ``report.json``."""
+def _shown_paths(results: list[RunResult]) -> None:
+    """Write run paths relative to the folder that holds them (a sweep's output folder), for committed reports."""
+    if not results:
+        return
+    base = Path(os.path.commonpath([str(r.path.resolve().parent) for r in results]))
+    for r in results:
+        r.shown = r.path.resolve().relative_to(base).as_posix()
+
+
+def build_report(run_dirs: list[Path], out: Path, title: str = "DeepObfuscator: utility-privacy comparison",
+                 margin: float = TRADEOFF_MARGIN) -> ReportFiles:
+    """Read the runs, draw the figures, write ``report.html`` (self-contained), ``report.md`` and ``report.json``.
+
+    The best tradeoff is the run with the least leakage above the floor among runs whose intended accuracy is
+    within ``margin`` of the Encoder's; run paths are written relative to the folder holding the runs.
+    """
     paths = expand_run_dirs([Path(p) for p in run_dirs])
     results = [load_result(p) for p in paths]
+    _shown_paths(results)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     warnings = [f"{r.path}: no attack.json (run `deepobf attack {r.path}`); left out of figures and tables"
                 for r in results if not r.attack]
     figures: list[tuple[str, Path]] = []
-    scatter = tradeoff_scatter(results, out / "figures" / "tradeoff.png")
+    scatter = tradeoff_scatter(results, out / "figures" / "tradeoff.png", margin)
     if scatter:
         figures.append(("Utility-privacy tradeoff (paper Figure 6): each marker one run; dashed: majority rate of "
-                        "the private attribute; dotted: of the intended task; bars: 95% intervals.", scatter))
+                        "the private attribute (chance 0.5 when the y axis is balanced accuracy); dash-dot: label "
+                        "floor; short bars under markers: each run's oracle floor; dotted: majority rate of the "
+                        f"intended task; shaded: outside the {margin:.3f} margin below the Encoder's intended "
+                        "accuracy; bars: 95% intervals.", scatter))
     bars = lambda_bars(results, out / "figures" / "lambda1.png")
     if bars:
         figures.append(("DeepObfuscator accuracy per λ1 and attribute set (paper Figures 7-8).", bars))
@@ -85,7 +105,7 @@ def build_report(run_dirs: list[Path], out: Path, title: str = "DeepObfuscator: 
             shutil.copyfile(r.grid, target)
             grids.append((r, target))
     tables = [tradeoff_table(results), lambda_table(results), reconstruction_table(results), ablation_table(results)]
-    verdict = _verdict(results)
+    verdict = _verdict(results, margin)
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
 
     # ---------------------------------------------------------------- HTML
@@ -105,7 +125,7 @@ def build_report(run_dirs: list[Path], out: Path, title: str = "DeepObfuscator: 
     parts.append("<h2>Reconstructions per method (paper Figures 4 and 10)</h2><div class='grids'>")
     for r, path in grids:
         parts.append(f"<figure><img src='{_data_uri(path)}' alt='{html.escape(r.name)}'><figcaption>"
-                     f"{html.escape(r.label)} — {html.escape(r.attribute_set)}<br><code>{html.escape(str(r.path))}"
+                     f"{html.escape(r.label)} — {html.escape(r.attribute_set)}<br><code>{html.escape(r.shown)}"
                      "</code></figcaption></figure>")
     parts.append("</div></body></html>")
     html_path = out / "report.html"
@@ -123,7 +143,7 @@ def build_report(run_dirs: list[Path], out: Path, title: str = "DeepObfuscator: 
     md += ["## Tables", ""] + [markdown_table(t) for t in tables]
     md += ["## Reconstructions per method (paper Figures 4 and 10)", ""]
     for r, path in grids:
-        md += [f"**{r.label}** — {r.attribute_set} (`{r.path}`)", "", f"![{r.name}]({path.relative_to(out).as_posix()})", ""]
+        md += [f"**{r.label}** — {r.attribute_set} (`{r.shown}`)", "", f"![{r.name}]({path.relative_to(out).as_posix()})", ""]
     md_path = out / "report.md"
     atomic_write_text(md_path, "\n".join(md))
 
@@ -131,8 +151,11 @@ def build_report(run_dirs: list[Path], out: Path, title: str = "DeepObfuscator: 
     summary = out / "report.json"
     atomic_write_json(summary, {
         "title": title, "generated": stamp, "warnings": warnings, "best_tradeoff": verdict,
-        "runs": [{"run": str(r.path), "method": r.method, "label": r.label, "attributes": r.attribute_set,
-                  "intended_accuracy": r.task_accuracy().value, "score": score(r),
+        "margin": margin,
+        "runs": [{"run": r.shown, "method": r.method, "label": r.label, "attributes": r.attribute_set,
+                  "intended_accuracy": r.task_accuracy().value, "score": score(r), "leakage_above_floor": leakage(r),
+                  "oracle_floor": {a: r.oracle_floor(a) for a in r.cfg.data.private},
+                  "label_floor": {a: r.label_floor(a) for a in r.cfg.data.private},
                   "private_accuracy": {a: r.privacy(a).value for a in r.cfg.data.private},
                   "majority_rate": {a: r.majority(a) for a in r.cfg.data.private}}
                  for r in results if r.attack],

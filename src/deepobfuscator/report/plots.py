@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .results import RunResult  # noqa: E402
-from .tables import lambda_runs  # noqa: E402
+from .tables import TRADEOFF_MARGIN, lambda_runs, reference_accuracy  # noqa: E402
 
 MARKERS = {"deepobfuscator": "*", "encoder": "o", "noisy": "s", "dp": "D", "hybrid": "^", "pan": "v",
            "nopeek": "P"}
@@ -30,8 +30,9 @@ def _errs(m) -> list[list[float]] | None:  # matplotlib's [[below], [above]]
     return None if e is None else [[e[0]], [e[1]]]
 
 
-def tradeoff_scatter(results: list[RunResult], path: Path) -> Path | None:
-    """x: intended-task accuracy, y: best attacker's private accuracy; one panel per private attribute."""
+def tradeoff_scatter(results: list[RunResult], path: Path, margin: float = TRADEOFF_MARGIN) -> Path | None:
+    """x: intended-task accuracy, y: best attacker's private balanced accuracy (accuracy for results without it);
+    one panel per private attribute, with the label floor, each run's oracle floor and the tradeoff margin."""
     runs = [r for r in results if r.attack]
     attrs: list[str] = []
     for r in runs:
@@ -41,12 +42,13 @@ def tradeoff_scatter(results: list[RunResult], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(attrs), figsize=(6.2 * len(attrs), 4.8), squeeze=False)
     for ax, attr in zip(axes[0], attrs):
         seen: set[str] = set()
-        majorities, task_majorities = [], []
+        majorities, task_majorities, label_floors = [], [], []
         points: list[tuple[float, float]] = []
-        for r in runs:
-            if attr not in r.cfg.data.private:
-                continue
-            x, y = r.task_accuracy(), r.privacy(attr)
+        members = [r for r in runs if attr in r.cfg.data.private]
+        balanced = all(r.balanced(attr).value is not None for r in members)
+        oracle_drawn = False
+        for r in members:
+            x, y = r.task_accuracy(), (r.balanced(attr) if balanced else r.privacy(attr))
             if x.value is None or y.value is None:
                 continue
             marker, color = _style(r.method)
@@ -59,19 +61,38 @@ def tradeoff_scatter(results: list[RunResult], path: Path) -> Path | None:
                 ax.annotate(r.setting, (x.value, y.value), textcoords="offset points", xytext=(5, 4 + 9 * placed),
                             fontsize=7, color=color)
             points.append((x.value, y.value))
+            oracle = r.oracle_floor(attr)
+            if balanced and oracle is not None:
+                ax.plot([x.value - 0.006, x.value + 0.006], [oracle, oracle], color=color, lw=2, alpha=0.8,
+                        label=None if oracle_drawn else "oracle floor (each run's, under its marker)")
+                oracle_drawn = True
+            if balanced and r.label_floor(attr) is not None:
+                label_floors.append(r.label_floor(attr))
             if r.majority(attr) is not None:
                 majorities.append(r.majority(attr))
             if r.task_majority() is not None:
                 task_majorities.append(r.task_majority())
-        if majorities:
+        if balanced:
+            ax.axhline(0.5, color="black", ls="--", lw=1, label="chance balanced accuracy (0.5)")
+        elif majorities:
             level = sum(majorities) / len(majorities)
             ax.axhline(level, color="black", ls="--", lw=1, label=f"{attr} majority rate ({level:.3f})")
+        if label_floors:
+            level = sum(label_floors) / len(label_floors)
+            ax.axhline(level, color="tab:olive", ls="-.", lw=1, label=f"label floor ({level:.3f})")
+        for aset in sorted({r.attribute_set for r in members}):
+            ref = reference_accuracy(members, aset)
+            if ref is not None and points:
+                left = min(min(px for px, _ in points), ref[0] - margin) - 0.02
+                ax.axvspan(left, ref[0] - margin, color="grey", alpha=0.08, lw=0)
+                ax.axvline(ref[0] - margin, color="grey", ls="-", lw=0.8,
+                           label=f"margin: {ref[1]} accuracy {ref[0]:.3f} - {margin:.3f}")
         if task_majorities:
             level = sum(task_majorities) / len(task_majorities)
             ax.axvline(level, color="black", ls=":", lw=1, label=f"intended majority rate ({level:.3f})")
         tasks = sorted({", ".join(r.cfg.data.task) for r in runs if attr in r.cfg.data.private})
         ax.set_xlabel(f"intended-task accuracy ({' | '.join(tasks)})")
-        ax.set_ylabel(f"best attacker's accuracy on {attr}")
+        ax.set_ylabel(f"best attacker's {'balanced ' if balanced else ''}accuracy on {attr}")
         ax.set_title(f"Utility vs privacy: {attr} (better: right and down)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")

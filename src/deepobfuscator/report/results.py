@@ -62,6 +62,10 @@ class RunResult:
     cfg: RunConfig
     attack: dict[str, Any] | None
     grid: Path | None
+    shown: str = ""  # the path as written in reports (relative to the folder of the runs)
+
+    def __post_init__(self) -> None:
+        self.shown = self.shown or str(self.path)
 
     @property
     def name(self) -> str:
@@ -144,6 +148,35 @@ class RunResult:
         """Majority rate of private attribute ``attr`` on the evaluation split."""
         value = self.privacy_entry(attr).get("majority_rate")
         return None if value is None else float(value)
+
+    def balanced(self, attr: str) -> Metric:
+        """Best attacker's balanced accuracy on private attribute ``attr`` (schema 1 and 2)."""
+        return metric(self.privacy_entry(attr), "balanced_accuracy")
+
+    def oracle_floor(self, attr: str) -> float | None:
+        """Balanced accuracy of the oracle attacker on the deployed C's logits (schema 2; None before)."""
+        floor = self.privacy_entry(attr).get("oracle_floor") or {}
+        return None if floor.get("balanced_accuracy") is None else float(floor["balanced_accuracy"])
+
+    def label_floor(self, attr: str) -> float | None:
+        """Balanced accuracy of the best predictor from the intended labels alone (schema 2; None before)."""
+        floor = self.privacy_entry(attr).get("label_floor") or {}
+        return None if floor.get("balanced_accuracy") is None else float(floor["balanced_accuracy"])
+
+    def leakage_above_floor(self, attr: str) -> tuple[float, str] | None:
+        """The best attacker's leakage on ``attr`` above the strongest floor available, and which floor:
+        balanced accuracy minus the oracle floor (schema 2), else minus chance (0.5, schema 1), else
+        accuracy minus the majority rate (results without balanced accuracy)."""
+        ba = self.balanced(attr).value
+        oracle = self.oracle_floor(attr)
+        if ba is not None and oracle is not None:
+            return ba - oracle, "oracle"
+        if ba is not None:
+            return ba - 0.5, "chance"
+        acc, maj = self.privacy(attr).value, self.majority(attr)
+        if acc is None or maj is None:
+            return None
+        return acc - maj, "majority"
 
     def reconstruction(self) -> dict[str, Any]:
         """The raw reconstruction record (best_attacker, ms_ssim, psnr, per_attacker)."""

@@ -1,0 +1,85 @@
+"""The one training loop of every learned attacker: Adam on the fit part, early stopping on the held-out
+validation part (patience, max epochs), best validation weights restored, the curve recorded."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..progress import progress_bar
+from .base import AttackContext
+from .features import FeatureBatch, FeatureSet
+
+BatchLoss = Callable[[nn.Module, FeatureBatch], torch.Tensor]
+"""Mean loss of a model on one batch (targets are read from the batch's rows or images)."""
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, val: FeatureSet, batch_loss: BatchLoss, batch_size: int,
+                    with_images: bool) -> float:
+    """Mean of ``batch_loss`` over ``val`` (weighted by batch size), model in eval mode."""
+    model.eval()
+    total, n = 0.0, 0
+    for batch in val.batches(batch_size, with_images=with_images):
+        total += float(batch_loss(model, batch)) * len(batch.rows)
+        n += len(batch.rows)
+    return total / max(n, 1)
+
+
+def fit_model(model: nn.Module, train: FeatureSet, val: FeatureSet, batch_loss: BatchLoss, ctx: AttackContext,
+              seed: int, max_epochs: int, desc: str, with_images: bool = False,
+              validate: Callable[[nn.Module], float] | None = None) -> dict[str, Any]:
+    """Train ``model`` with Adam until ``validate`` (default: mean ``batch_loss`` on ``val``) has not improved
+    for ``patience`` epochs or ``max_epochs`` are done; restore the best validation weights.
+
+    A stochastic feature set draws new features at every access, so each epoch (and each validation
+    pass) sees a fresh draw; the torch RNG is seeded per ``(seed, epoch)`` so a run is reproducible.
+    Returns the training record: epochs run, best epoch, per-epoch train/validation losses, seconds.
+    """
+    s = ctx.settings
+    model.to(ctx.device)
+    validate = validate or (lambda m: validation_loss(m, val, batch_loss, s.eval_batch_size, with_images))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=s.lr)
+    steps = max_epochs * math.ceil(len(train) / s.batch_size)
+    bar = progress_bar(total=steps, desc=desc, unit="batch", disable=not ctx.progress, leave=False)
+    started = time.perf_counter()
+    best_loss, best_epoch, best_state = math.inf, -1, copy.deepcopy(model.state_dict())
+    curve: list[dict[str, Any]] = []
+    for epoch in range(max_epochs):
+        torch.manual_seed(seed * 10_007 + epoch)
+        model.train()
+        losses = []
+        for batch in train.batches(s.batch_size, shuffle=True, seed=seed, epoch=epoch, with_images=with_images):
+            bar.update(1)
+            if len(batch.rows) < 2:  # BatchNorm needs two samples
+                continue
+            loss = batch_loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.4f}", best=f"{best_loss:.4f}")
+        torch.manual_seed(seed * 10_007 + 5_003 + epoch)
+        val_loss = float(validate(model))
+        curve.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None,
+                      "val_loss": val_loss})
+        if val_loss < best_loss:
+            best_loss, best_epoch, best_state = val_loss, epoch + 1, copy.deepcopy(model.state_dict())
+        elif epoch + 1 - best_epoch >= s.patience:
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return {"epochs": len(curve), "best_epoch": best_epoch if best_epoch > 0 else None,
+            "max_epochs": max_epochs, "patience": s.patience,
+            "stopped_early": len(curve) < max_epochs,
+            "best_val_loss": best_loss if math.isfinite(best_loss) else None,
+            "train_images": len(train), "val_images": len(val), "curve": curve,
+            "seconds": round(time.perf_counter() - started, 3),
+            "parameters": sum(p.numel() for p in trainable)}
