@@ -54,6 +54,13 @@ class ModelConfig:
     dropout: float = 0.5
     adversary_classifier: str = "vgg"  # registry name; "vgg" = same as C
     reconstructor: str = "mirror"
+    # noisy bottleneck after O (models/bottleneck.py); 0 channels: none (every method but `hardened`)
+    bottleneck_channels: int = 0
+    bottleneck_pool: int | None = None  # average-pooling factor of the sent map (None: the method's default, else 1)
+    bottleneck_norm: str = "batchnorm"  # batchnorm (no affine) | tanh | none
+    bottleneck_sigma: float | None = None  # std of the Gaussian noise added on every call, train and deployment
+    # (None: the method's default, else 0)
+    bottleneck_learn_sigma: bool = False  # learn sigma per channel (VIB KL weight: baseline.beta)
 
 
 @dataclass
@@ -177,6 +184,19 @@ def _preset_celeba_cpu() -> RunConfig:
     return cfg
 
 
+def _preset_celeba_cpu_hardened() -> RunConfig:
+    """celeba-cpu with the `hardened` method at the best configuration measured (benchmarks/hardened_celeba_cpu.py)."""
+    cfg = _preset_celeba_cpu()
+    cfg.name = "celeba-cpu-hardened"
+    cfg.method = "hardened"
+    cfg.model.bottleneck_channels = 1
+    cfg.model.bottleneck_pool = 2
+    cfg.model.bottleneck_norm = "batchnorm"
+    cfg.model.bottleneck_sigma = 1.0
+    cfg.baseline = {"mu": 1.0, "adversaries": []}
+    return cfg
+
+
 def _preset_celeba_paper() -> RunConfig:
     cfg = RunConfig(name="celeba-paper")
     cfg.data.image_size = [218, 178]
@@ -227,6 +247,7 @@ def _preset_statefarm_cpu() -> RunConfig:
 PRESETS = {
     "demo": _preset_demo,
     "celeba-cpu": _preset_celeba_cpu,
+    "celeba-cpu-hardened": _preset_celeba_cpu_hardened,
     "celeba-paper": _preset_celeba_paper,
     "tiny": _preset_tiny,
     "statefarm-cpu": _preset_statefarm_cpu,

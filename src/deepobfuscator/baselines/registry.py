@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, RunConfig
+from ..methods import hardened
 from ..training.trainer import Trainer
 from .hybrid import STATE_FILE as HYBRID_STATE, HybridTrainer, PCALaplace
 from .noise import InputNoiseTrainer, gaussian_from_config, laplace_from_config
@@ -139,3 +140,7 @@ register_method(Method(
 register_method(Method(
     "nopeek", "NoPeek", "O+C on L(C) + weight * distance correlation(raw image, features); no adversarial stage",
     defaults={"weight": 1.0}, configure=_no_adversarial, trainer_cls=NoPeekTrainer))
+register_method(Method(
+    "hardened", "Hardened", "Noisy k-channel bottleneck + within-class dependence penalty + restarted adversary "
+    "ensemble + audit-chosen checkpoint (issue 13)",
+    defaults=hardened.DEFAULTS, configure=hardened.configure, trainer_cls=hardened.HardenedTrainer, uses_lambda=True))
