@@ -36,6 +36,7 @@ CONFIGS: dict[str, tuple[str, list[str]]] = {
     "h-k1-s1-dcor1": ("hardened", ["baseline.mu=1", "baseline.adversaries=[]"]),
     "h-k1-s1-dcor1-ens": ("hardened", ["baseline.mu=1"]),
     "h-k1-s1-ens": ("hardened", ["baseline.mu=0"]),
+    "h-k1-s1-dcor1-ens2": ("hardened", ["baseline.mu=1", "train.epochs_adversarial=2"]),
     "h-k2-s1-dcor1": ("hardened", ["model.bottleneck_channels=2", "baseline.mu=1", "baseline.adversaries=[]"]),
     "h-k1-s1-dcor3": ("hardened", ["baseline.mu=3", "baseline.adversaries=[]"]),
     "h-k1-s1-hsic1": ("hardened", ["baseline.mu=1", "baseline.dependence=hsic", "baseline.adversaries=[]"]),

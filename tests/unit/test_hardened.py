@@ -229,3 +229,20 @@ def test_configure_fills_bottleneck_and_turns_off_stage_3_without_adversaries() 
 def test_preset_celeba_cpu_hardened_records_its_configuration() -> None:
     cfg = preset("celeba-cpu-hardened")
     assert cfg.method == "hardened" and cfg.model.bottleneck_channels >= 1 and cfg.model.bottleneck_sigma > 0
+
+
+def test_hardened_benchmark_sweep_file_configures_every_run() -> None:
+    from pathlib import Path
+
+    from deepobfuscator.baselines.registry import configure
+    from deepobfuscator.baselines.sweep import load_sweep
+
+    sweep = load_sweep(Path(__file__).resolve().parents[2] / "benchmarks" / "sweep_hardened_celeba_cpu.yaml")
+    assert {s.method for s in sweep.runs} == {"encoder", "hardened"} and sweep.attack["attr_epochs"] > 3
+    for spec in sweep.runs:
+        cfg = configure(sweep.config(spec))
+        if spec.method == "hardened":
+            assert cfg.model.bottleneck_channels >= 1 and cfg.model.bottleneck_pool == 2
+    by_name = {s.name: configure(sweep.config(s)) for s in sweep.runs}
+    assert by_name["h-k2-s1-dcor1"].model.bottleneck_channels == 2
+    assert by_name["h-k1-s1-ens"].train.epochs_adversarial > 0 == by_name["h-k1-s1-dcor1"].train.epochs_adversarial
