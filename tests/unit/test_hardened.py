@@ -246,3 +246,43 @@ def test_hardened_benchmark_sweep_file_configures_every_run() -> None:
     by_name = {s.name: configure(sweep.config(s)) for s in sweep.runs}
     assert by_name["h-k2-s1-dcor1"].model.bottleneck_channels == 2
     assert by_name["h-k1-s1-ens"].train.epochs_adversarial > 0 == by_name["h-k1-s1-dcor1"].train.epochs_adversarial
+
+
+def test_init_from_loads_a_finished_runs_obfuscator_into_the_front(tmp_path, trained_run) -> None:
+    from safetensors.torch import load_file
+
+    from deepobfuscator.baselines.registry import configure
+    from deepobfuscator.training import make_trainer
+
+    cfg = preset("tiny")
+    cfg.data.root = yaml_root = __import__("yaml").safe_load((trained_run / "config.yaml").read_text())["data"]["root"]
+    assert yaml_root
+    cfg.method = "hardened"
+    cfg.baseline = {"init_from": str(trained_run), "adversaries": [], "warm_epochs": 1}
+    trainer = make_trainer(configure(cfg), tmp_path / "h", progress=False, trainer_cls=hardened.HardenedTrainer)
+    source = load_file(str(trained_run / "checkpoints" / "final.safetensors"))
+    front = trainer.modules.obfuscator.front.state_dict()
+    assert all(torch.equal(front[k], source[f"obfuscator.{k}"]) for k in front)
+    cfg.baseline = {"init_from": str(tmp_path / "nowhere")}
+    with pytest.raises(ConfigError, match="init_from"):
+        make_trainer(configure(cfg), tmp_path / "h2", progress=False, trainer_cls=hardened.HardenedTrainer)
+
+
+def test_warm_epochs_train_the_front_with_the_auxiliary_head_only(tmp_path, tiny_cfg) -> None:
+    from deepobfuscator.baselines.registry import configure
+    from deepobfuscator.training import make_trainer
+
+    tiny_cfg.method = "hardened"
+    tiny_cfg.baseline = {"adversaries": [], "warm_epochs": 1, "aux_epochs": 0}
+    trainer = make_trainer(configure(tiny_cfg), tmp_path / "h", progress=False, trainer_cls=hardened.HardenedTrainer)
+    batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
+    before = {k: v.clone() for k, v in [*trainer.modules.classifier.state_dict().items(),
+                                        *trainer.modules.obfuscator.bottleneck.state_dict().items()]}
+    front = [p.clone() for p in trainer.modules.obfuscator.front.parameters()]
+    out = trainer.step_pretrain(batch, 0)
+    assert set(out) == {"L_aux"}
+    after = {**trainer.modules.classifier.state_dict(), **trainer.modules.obfuscator.bottleneck.state_dict()}
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith("num_batches_tracked"))
+    assert any(not torch.equal(a, b) for a, b in zip(front, trainer.modules.obfuscator.front.parameters()))
+    trainer.position.epoch = 1  # after the warm epochs: the bottleneck path trains
+    assert "L_C" in trainer.step_pretrain(batch, 0)

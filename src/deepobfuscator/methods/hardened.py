@@ -41,6 +41,7 @@ from ..training.adversaries import OBJECTIVES, TARGETS, AdversaryEnsemble, build
 from ..training.audit import AuditSettings, audit_leakage, select_epoch
 from ..training.checkpoint import load_modules, save_modules
 from ..training.modules import feature_shape
+from ..runs import RunDir
 from ..training.trainer import Trainer
 from ..utils import atomic_write_json
 
@@ -51,8 +52,10 @@ DEFAULTS: dict[str, Any] = {
     "mu": 1.0,  # within-class dependence penalty weight
     "dependence": "dcor",  # dcor | hsic
     "beta": 0.0,  # VIB KL weight (meaningful with model.bottleneck_learn_sigma)
-    "aux_epochs": 2,  # first stage-1 epochs with deep supervision of O's front (an Encoder-style C before the
-    "aux_weight": 1.0,  # bottleneck): a cold 1-channel noisy bottleneck alone barely learns in 4 epochs
+    "warm_epochs": 0,  # first stage-1 epochs that train only O's front with an Encoder-style head (no bottleneck)
+    "aux_epochs": 2,  # first stage-1 epochs (after the warm ones) that keep that head as deep supervision: a cold
+    "aux_weight": 1.0,  # 1-channel noisy bottleneck alone barely leaves chance in 4 epochs
+    "init_from": "",  # a finished run (e.g. the Encoder's) whose obfuscator initialises O's front
     "adversaries": ["vgg", "resnet", "mlp"],  # [] turns the adversarial stage off
     "attacker_steps": 1,  # ensemble updates per obfuscator step
     "restart_every": 100,  # ensemble steps between re-initialising one member (0: never)
@@ -73,7 +76,8 @@ def params(cfg: RunConfig) -> dict[str, Any]:
     p = {**DEFAULTS, **cfg.baseline}
     try:
         out = {"mu": float(p["mu"]), "dependence": str(p["dependence"]), "beta": float(p["beta"]),
-               "aux_epochs": int(p["aux_epochs"]), "aux_weight": float(p["aux_weight"]),
+               "warm_epochs": int(p["warm_epochs"]), "aux_epochs": int(p["aux_epochs"]),
+               "aux_weight": float(p["aux_weight"]), "init_from": str(p["init_from"] or ""),
                "adversaries": [str(a) for a in (p["adversaries"] or [])],
                "attacker_steps": int(p["attacker_steps"]), "restart_every": int(p["restart_every"]),
                "against": str(p["against"]), "objective": str(p["objective"]), "audit": bool(p["audit"]),
@@ -126,8 +130,11 @@ class HardenedTrainer(Trainer):
         self.audit_settings = AuditSettings(self.params["audit_images"], self.params["audit_val_images"],
                                             self.params["audit_epochs"], seed=self.cfg.train.seed)
         self.phases = (0,) + (2,) * self.params["attacker_steps"]
+        if self.params["init_from"]:
+            self.initialise_front(Path(self.params["init_from"]))
         self.aux = None
-        if self.bottleneck is not None and self.params["aux_epochs"] > 0 and self.params["aux_weight"] > 0:
+        if self.bottleneck is not None and (self.params["aux_epochs"] > 0 and self.params["aux_weight"] > 0
+                                            or self.params["warm_epochs"] > 0):
             front = self.modules.obfuscator.front
             hw = front.feature_hw(tuple(self.cfg.data.image_size))
             n_task = sum(s.num_outputs for s in self.task_specs)
@@ -135,6 +142,14 @@ class HardenedTrainer(Trainer):
                                         batch_norm=m.batch_norm, dropout=m.dropout).to(self.device)
             self.aux_optimizer = torch.optim.Adam(self.aux.parameters(), self.cfg.train.lr,
                                                   weight_decay=self.cfg.train.weight_decay)
+
+    def initialise_front(self, run_dir: Path) -> None:
+        """Load O's VGG blocks from a finished run (a later resume overwrites them with the checkpoint)."""
+        final = RunDir(run_dir).final
+        if not final.is_file():
+            raise ConfigError(f"config.yaml baseline.init_from: {final} not found (is {run_dir} a finished run?)")
+        target = self.modules.obfuscator.front if self.bottleneck is not None else self.modules.obfuscator
+        load_modules({"obfuscator": target}, final)
 
     @classmethod
     def cache_signature(cls, cfg: RunConfig, stage: int) -> dict[str, Any]:
@@ -168,7 +183,17 @@ class HardenedTrainer(Trainer):
     def step_pretrain(self, batch: Batch, step: int) -> dict[str, float]:
         """Stage 1: O (with bottleneck) and C on L(C) + regularisers (+ the auxiliary head's L(C) early on)."""
         self.modules.set_trainable("obfuscator", "classifier")
-        if self.aux is None or self.position.epoch >= self.params["aux_epochs"]:
+        warm = self.params["warm_epochs"]
+        if self.aux is not None and self.position.epoch < warm:  # Encoder-style: O's front and the head only
+            self.aux.train()
+            l_aux = attribute_loss(self.aux(self.modules.obfuscator.front(self.prepare_images(batch.images))),
+                                   batch.task, self.task_specs)
+            self.aux_optimizer.zero_grad(set_to_none=True)
+            self._update(("obfuscator",), l_aux)
+            self.sync(self.aux.parameters())
+            self.aux_optimizer.step()
+            return {"L_aux": l_aux.item()}
+        if self.aux is None or self.position.epoch >= warm + self.params["aux_epochs"]:
             feats, mean = self.sent_features(batch)
             l_c = attribute_loss(self.modules.classifier(feats), batch.task, self.task_specs)
             reg, out = self.regularisers(batch, mean)
