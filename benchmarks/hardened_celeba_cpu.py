@@ -52,7 +52,9 @@ CONFIGS.update({
     "hw-k1-s1-dcor1-ens2": ("hardened", WARM + ["baseline.mu=1", "train.epochs_adversarial=2"]),
     "hw-k2-s1-dcor1": ("hardened", WARM + ["model.bottleneck_channels=2", "baseline.mu=1", "baseline.adversaries=[]"]),
 })
-DEFAULT = ["encoder", "hw-k1-s1-capacity", "hw-k1-s1-dcor1", "hw-k1-s1-dcor1-ens2"]
+PRESETS = {"preset-celeba-cpu-hardened": "celeba-cpu-hardened"}  # configs trained from another preset
+CONFIGS["preset-celeba-cpu-hardened"] = ("hardened", [])
+DEFAULT = ["encoder", "hw-k1-s1-capacity", "hw-k1-s1-dcor1", "hw-k1-s1-dcor1-ens2", "preset-celeba-cpu-hardened"]
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -69,7 +71,7 @@ def train(name: str, out: Path, data: Path, threads: int, seed: int, log: Path) 
     if (out / "train_summary.json").is_file() and stamp.is_file():
         return json.loads(stamp.read_text())["seconds"]
     method, overrides = CONFIGS[name]
-    cmd = ["deepobf", "baseline", method, "--preset", "celeba-cpu", "--data", str(data), "--task", "Smiling",
+    cmd = ["deepobf", "baseline", method, "--preset", PRESETS.get(name, "celeba-cpu"), "--data", str(data), "--task", "Smiling",
            "--private", "Male", "--out", str(out), "--seed", str(seed), "--no-progress",
            "--set", f"train.threads={threads}"]
     encoder = out.parent / "encoder"

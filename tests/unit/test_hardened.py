@@ -224,6 +224,9 @@ def test_configure_fills_bottleneck_and_turns_off_stage_3_without_adversaries() 
     bad.baseline = {"against": "median"}
     with pytest.raises(ConfigError, match="against"):
         hardened.configure(bad)
+    bad.baseline = {"warm_epochs": bad.train.epochs_pretrain}
+    with pytest.raises(ConfigError, match="warm_epochs"):
+        hardened.configure(bad)
 
 
 def test_preset_celeba_cpu_hardened_records_its_configuration() -> None:

@@ -106,6 +106,9 @@ def configure(cfg: RunConfig) -> None:
         pool = BOTTLENECK_DEFAULTS["bottleneck_pool"]
         m.bottleneck_pool = pool if min(h, w) // pool >= MIN_SENT_HW else 1  # C's VGG blocks pool 3 more times
     p = params(cfg)
+    if p["warm_epochs"] and p["warm_epochs"] >= cfg.train.epochs_pretrain:
+        raise ConfigError(f"config.yaml baseline.warm_epochs ({p['warm_epochs']}) must be below train.epochs_pretrain "
+                          f"({cfg.train.epochs_pretrain}): the bottleneck needs stage-1 epochs of its own")
     if not p["adversaries"]:
         cfg.privacy.defend = "none"
         cfg.train.epochs_adversarial = 0
