@@ -261,7 +261,7 @@ def test_init_from_loads_a_finished_runs_obfuscator_into_the_front(tmp_path, tra
     cfg.data.root = yaml_root = __import__("yaml").safe_load((trained_run / "config.yaml").read_text())["data"]["root"]
     assert yaml_root
     cfg.method = "hardened"
-    cfg.baseline = {"init_from": str(trained_run), "adversaries": [], "warm_epochs": 1}
+    cfg.baseline = {"init_from": str(trained_run), "adversaries": []}
     trainer = make_trainer(configure(cfg), tmp_path / "h", progress=False, trainer_cls=hardened.HardenedTrainer)
     source = load_file(str(trained_run / "checkpoints" / "final.safetensors"))
     front = trainer.modules.obfuscator.front.state_dict()
@@ -277,6 +277,7 @@ def test_warm_epochs_train_the_front_with_the_auxiliary_head_only(tmp_path, tiny
 
     tiny_cfg.method = "hardened"
     tiny_cfg.baseline = {"adversaries": [], "warm_epochs": 1, "aux_epochs": 0}
+    tiny_cfg.train.epochs_pretrain = 2
     trainer = make_trainer(configure(tiny_cfg), tmp_path / "h", progress=False, trainer_cls=hardened.HardenedTrainer)
     batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
     before = {k: v.clone() for k, v in [*trainer.modules.classifier.state_dict().items(),
