@@ -46,6 +46,7 @@ from ..training.trainer import Trainer
 from ..utils import atomic_write_json
 
 SELECTION_FILE = "audit_selection.json"
+DEPLOYED = ("obfuscator", "classifier")  # what the audit's choice replaces in the final weights
 AUDIT_BEST = "audit_best.safetensors"  # under checkpoints/
 
 DEFAULTS: dict[str, Any] = {
@@ -287,7 +288,8 @@ class HardenedTrainer(Trainer):
         last = super().fit()
         best = self.run.checkpoints / AUDIT_BEST
         if self.sync.rank == 0 and self.selection_path.is_file() and best.is_file():
-            load_modules(dict(self.modules.items()), best)
+            # the deployed pipeline (O, C) is the audit's choice; the diagnostic AR/AC stay as trained last
+            load_modules({k: getattr(self.modules, k) for k in DEPLOYED}, best)
             save_modules(dict(self.modules.items()), self.run.final,
                          metadata={"run": self.cfg.name, "method": self.cfg.method,
                                    "selected": json.dumps(json.loads(self.selection_path.read_text())["selected"])})
