@@ -49,6 +49,7 @@ CONFIGS.update({
     "hw-k1-s1-capacity": ("hardened", WARM + ["baseline.mu=0", "baseline.adversaries=[]"]),
     "hw-k1-s1-dcor1": ("hardened", WARM + ["baseline.mu=1", "baseline.adversaries=[]"]),
     "hw-k1-s1-dcor3": ("hardened", WARM + ["baseline.mu=3", "baseline.adversaries=[]"]),
+    "hw-k1-s1-dcor03": ("hardened", WARM + ["baseline.mu=0.3", "baseline.adversaries=[]"]),
     "hw-k1-s1-dcor1-ens2": ("hardened", WARM + ["baseline.mu=1", "train.epochs_adversarial=2"]),
     "hw-k2-s1-dcor1": ("hardened", WARM + ["model.bottleneck_channels=2", "baseline.mu=1", "baseline.adversaries=[]"]),
 })
@@ -100,12 +101,12 @@ def flat_audit(out: Path, epochs: int) -> dict:
     path = out / "bench_flat_audit.json"
     if path.is_file():
         return json.loads(path.read_text())
-    from deepobfuscator.attacks.features import load_pipeline, obfuscate
-    from deepobfuscator.runs import RunDir, open_run_data
+    from deepobfuscator.attacks.features import obfuscate
+    from deepobfuscator.runs import RunDir, load_trained, open_run_data
     from deepobfuscator.training.audit import AuditSettings, audit_leakage
 
     rd = RunDir(out)
-    cfg, modules = load_pipeline(rd)
+    cfg, modules = load_trained(rd)
     data, _ = open_run_data(rd, cfg, progress=False)
     settings = AuditSettings(train_images=len(data.split["train"]), val_images=len(data.split["test"]), epochs=epochs,
                              eval_split="test", seed=0)

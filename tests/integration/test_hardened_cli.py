@@ -47,10 +47,10 @@ def test_hardened_records_its_configuration_and_the_audit_choice(hardened_run: P
 
 
 def test_attacks_see_fresh_noisy_bottleneck_features(hardened_run: Path) -> None:
-    from deepobfuscator.attacks.features import load_pipeline, obfuscate
-    from deepobfuscator.runs import RunDir
+    from deepobfuscator.attacks.features import obfuscate
+    from deepobfuscator.runs import RunDir, load_trained
 
-    cfg, modules = load_pipeline(RunDir(hardened_run))
+    cfg, modules = load_trained(RunDir(hardened_run))
     images = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         a, b = obfuscate(cfg, modules, images), obfuscate(cfg, modules, images)
