@@ -88,12 +88,13 @@ def train(name: str, out: Path, data: Path, threads: int, seed: int, log: Path) 
     return seconds
 
 
-def attack(out: Path, threads: int, attr_epochs: int, recon_epochs: int, log: Path) -> None:
+def attack(out: Path, threads: int, attr_epochs: int, recon_epochs: int, log: Path, attackers: str | None) -> None:
     """`deepobf attack` at the given budgets unless attack.json exists."""
     if (out / "attack.json").is_file():
         return
     run(["deepobf", "attack", str(out), "--no-progress", "--threads", str(threads), "--attr-epochs", str(attr_epochs),
-         "--recon-epochs", str(recon_epochs), "--inversion-steps", "400"], log)
+         "--recon-epochs", str(recon_epochs), "--inversion-steps", "400"]
+        + (["--attackers", attackers] if attackers else []), log)
 
 
 def flat_audit(out: Path, epochs: int) -> dict:
@@ -153,9 +154,11 @@ def row(name: str, out: Path) -> dict:
 def format_table(rows: list[dict], floor: float | None) -> str:
     """Markdown table of the rows."""
     lines = [f"Label floor (Male from Smiling alone, test split): {floor:.3f}" if floor is not None else "",
-             "Best constant image MS-SSIM: ~0.40 at 64 px (issue 12); re-ID chance 0.25", "",
+             "Best constant image MS-SSIM: ~0.40 at 64 px (issue 12); re-ID chance 0.25",
+             "train s: wall seconds on 2 shared cores; hw-* runs start from the Encoder's O, whose time is not included",
+             "",
              "| config | Smiling acc (majority) | best Male bal. acc [95% CI] (attacker; majority) | flat linear / CNN "
-             "(fresh draws) | best MS-SSIM (attacker) | re-ID same image | train s | audit choice |",
+             "(fresh draws) | best MS-SSIM (attacker) | re-ID same image | train s | audit choice (val leakage) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         male = (f"{r['male_bacc']:.3f} [{r['male_ci'][0]:.3f}, {r['male_ci'][1]:.3f}] ({r['male_best']}; "
@@ -163,7 +166,8 @@ def format_table(rows: list[dict], floor: float | None) -> str:
         flat = f"{r['flat']['linear']:.3f} / {r['flat']['cnn']:.3f}" if "flat" in r else "-"
         ms = f"{r['msssim']:.3f} ({r['msssim_best']})" if "msssim" in r else "-"
         reid = f"{r['reid']:.3f}" if r.get("reid") is not None else "-"
-        sel = f"{r['selected']['stage']} {r['selected']['epoch']}" if r.get("selected") else "-"
+        sel = (f"{r['selected']['stage']} {r['selected']['epoch']} ({r['selected']['leakage']:.3f})"
+               if r.get("selected") else "-")
         lines.append(f"| {r['name']} | {r['smiling']:.3f} ({r['smiling_majority']:.3f}) | {male} | {flat} | {ms} | "
                      f"{reid} | {r['train_s']:.0f} | {sel} |")
     return "\n".join(lines)
@@ -180,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attr-epochs", type=int, default=8)
     p.add_argument("--recon-epochs", type=int, default=5)
     p.add_argument("--flat-epochs", type=int, default=8)
+    p.add_argument("--attackers", help="subset of the suite's attackers (default: all; on 2 shared cores the four "
+                                       "decoders at 5 epochs take about an hour per run)")
     p.add_argument("--no-attack-encoder", action="store_true", help="train the Encoder for its accuracy only")
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args(argv)
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             train(name, out, args.data, args.threads, args.seed, log)
             if not (name == "encoder" and args.no_attack_encoder):
                 print(f"[{time.strftime('%H:%M:%S')}] {name}: attack", flush=True)
-                attack(out, args.threads, args.attr_epochs, args.recon_epochs, log)
+                attack(out, args.threads, args.attr_epochs, args.recon_epochs, log, args.attackers)
                 flat_audit(out, args.flat_epochs)
         if (out / "train_summary.json").is_file() and (out / "bench_train_seconds.json").is_file():
             rows.append(row(name, out))
