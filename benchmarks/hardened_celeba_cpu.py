@@ -50,6 +50,8 @@ CONFIGS.update({
     "hw-k1-s1-dcor1": ("hardened", WARM + ["baseline.mu=1", "baseline.adversaries=[]"]),
     "hw-k1-s1-dcor3": ("hardened", WARM + ["baseline.mu=3", "baseline.adversaries=[]"]),
     "hw-k1-s1-dcor03": ("hardened", WARM + ["baseline.mu=0.3", "baseline.adversaries=[]"]),
+    "hw-k1-s125-dcor1": ("hardened", WARM + ["model.bottleneck_sigma=1.25", "baseline.mu=1", "baseline.adversaries=[]"]),
+    "hw-k1-s15-dcor1": ("hardened", WARM + ["model.bottleneck_sigma=1.5", "baseline.mu=1", "baseline.adversaries=[]"]),
     "hw-k1-s1-dcor1-ens2": ("hardened", WARM + ["baseline.mu=1", "train.epochs_adversarial=2"]),
     "hw-k2-s1-dcor1": ("hardened", WARM + ["model.bottleneck_channels=2", "baseline.mu=1", "baseline.adversaries=[]"]),
 })

@@ -247,8 +247,9 @@ def test_hardened_benchmark_sweep_file_configures_every_run() -> None:
         if spec.method == "hardened":
             assert cfg.model.bottleneck_channels >= 1 and cfg.model.bottleneck_pool == 2
     by_name = {s.name: configure(sweep.config(s)) for s in sweep.runs}
-    assert by_name["h-k2-s1-dcor1"].model.bottleneck_channels == 2
-    assert by_name["h-k1-s1-ens"].train.epochs_adversarial > 0 == by_name["h-k1-s1-dcor1"].train.epochs_adversarial
+    assert by_name["h-k1-s125-dcor1"].model.bottleneck_sigma == 1.25
+    assert by_name["h-k1-s1-dcor1"].train.epochs_pretrain == 8 and by_name["h-k1-s1-dcor1"].baseline["warm_epochs"] == 4
+    assert by_name["h-k1-s1-dcor1-ens"].train.epochs_adversarial > 0 == by_name["h-k1-s1-dcor1"].train.epochs_adversarial
 
 
 def test_init_from_loads_a_finished_runs_obfuscator_into_the_front(tmp_path, trained_run) -> None:
