@@ -11,7 +11,8 @@ from deepobfuscator.methods import attach_transforms, configure, get_method
 from deepobfuscator.experiments.cache import stage_key
 from deepobfuscator.methods.hybrid import HybridTrainer, PCALaplace, fit_pca_laplace, hybrid_params
 from deepobfuscator.methods.noise import GaussianPixelNoise, InputNoiseTrainer, LaplacePixelMechanism, laplace_like
-from deepobfuscator.methods.nopeek import NoPeekTrainer, distance_correlation
+from deepobfuscator.dependence import distance_correlation
+from deepobfuscator.methods.nopeek import NoPeekTrainer
 from deepobfuscator.config import ConfigError, preset
 from deepobfuscator.training import Trainer
 

@@ -21,9 +21,11 @@ from torch import nn
 from ..attacks.features import obfuscate
 from ..config import RunConfig
 from ..methods import load_trained
+from ..models.bottleneck import bottleneck_of, deterministic
 from ..runs import RunDir, open_run_data
 from ..utils import atomic_write_json
 from .card import CARD_NAME, build_model_card, file_entry
+from .stochastic import check_noise
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -114,6 +116,10 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None, int8: 
 
     images = images_to_tensor(np.asarray(data.images[np.sort(data.split["test"][:parity_images])]))
     features = reference_obfuscate(cfg, modules, images)
+    noisy = bottleneck_of(modules.obfuscator)
+    if noisy is not None and int8:
+        raise ValueError("--int8 is not supported for an obfuscator with a noisy bottleneck (the noise op is in "
+                         "the graph); export it in float32")
     with torch.no_grad():
         logits = modules.classifier(features)
     suffix = FORMATS[fmt]
@@ -121,10 +127,17 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None, int8: 
     parity: dict[str, Any] = {"tolerance": tolerance, "split": "test"}
     for name, module, x, ref, names in (("obfuscator", modules.obfuscator, images, features, ("images", "features")),
                                         ("classifier", modules.classifier, features, logits, ("features", "logits"))):
-        if fmt == "onnx":
-            export_onnx(module, x[:2], paths[name], *names)
-        else:
-            export_torchscript(module, x[:2], paths[name])
+        if name == "obfuscator" and noisy is not None:  # parity of the deterministic part, then the noise
+            with deterministic(module), torch.no_grad():
+                ref = module(x)
+                _export(fmt, module, x, paths[name], names)
+            parity[name] = {**check_parity(paths[name], load_runner(paths[name], fmt), x.numpy(), ref.numpy(),
+                                           tolerance), "part": "deterministic (bottleneck noise off)"}
+            _export(fmt, module, x, paths[name], names)
+            parity["obfuscator_noise"] = check_noise(load_runner(paths[name], fmt), x.numpy(), ref.numpy(),
+                                                     noisy.sigma.detach().cpu().numpy())
+            continue
+        _export(fmt, module, x, paths[name], names)
         try:
             parity[name] = check_parity(paths[name], load_runner(paths[name], fmt), x.numpy(), ref.numpy(), tolerance)
         except ParityError as exc:
@@ -145,6 +158,14 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None, int8: 
         card["files"]["obfuscator_int8"] = file_entry(out / "obfuscator.int8.onnx", out)
     atomic_write_json(out / CARD_NAME, card)
     return card
+
+
+def _export(fmt: str, module: nn.Module, x: torch.Tensor, path: Path, names: tuple[str, str]) -> None:
+    """Write ``module`` in ``fmt`` (example batch: the first two of ``x``)."""
+    if fmt == "onnx":
+        export_onnx(module, x[:2], path, *names)
+    else:
+        export_torchscript(module, x[:2], path)
 
 
 def _export_int8(out: Path, paths: dict[str, Path], data: Any, calibration_images: int, eval_images: int | None,

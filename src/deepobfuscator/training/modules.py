@@ -9,7 +9,8 @@ from torch import nn
 
 from ..config import RunConfig
 from ..data.index import AttributeSpec
-from ..models import build_classifier, build_obfuscator, build_reconstructor
+from ..models import build_classifier, build_reconstructor
+from ..models.bottleneck import build_run_obfuscator
 
 MODULE_NAMES = ("obfuscator", "classifier", "reconstructor", "adversary")
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -62,9 +63,16 @@ def set_trainable(modules: Iterable[tuple[str, nn.Module]], names: Iterable[str]
         module.requires_grad_(on)
 
 
+def run_obfuscator(cfg: RunConfig) -> nn.Module:
+    """The run's on-device module: O, followed by the noisy bottleneck when ``model.bottleneck_channels`` > 0."""
+    m = cfg.model
+    return build_run_obfuscator(m.width, m.batch_norm, m.bottleneck_channels, m.bottleneck_pool or 1,
+                                m.bottleneck_norm, m.bottleneck_sigma or 0.0, m.bottleneck_learn_sigma)
+
+
 def feature_shape(cfg: RunConfig) -> tuple[int, int, int]:
-    """O's output shape (C, h, w) for the configured width and input size."""
-    obf = build_obfuscator(cfg.model.width, cfg.model.batch_norm)
+    """Shape (C, h, w) of what O sends for the configured width, bottleneck and input size."""
+    obf = run_obfuscator(cfg)
     h, w = obf.feature_hw(tuple(cfg.data.image_size))
     return obf.out_channels, h, w
 
@@ -75,7 +83,7 @@ def build_modules(cfg: RunConfig, task_specs: list[AttributeSpec], private_specs
     torch.manual_seed(cfg.train.seed if seed is None else seed)
     m = cfg.model
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
-    obf = build_obfuscator(m.width, m.batch_norm)
+    obf = run_obfuscator(cfg)
     ch, hw = obf.out_channels, obf.feature_hw(size)
     common = dict(width=m.width, fc_width=m.fc_width, batch_norm=m.batch_norm, dropout=m.dropout)
     clf = build_classifier("vgg", ch, hw, sum(s.num_outputs for s in task_specs), **common)

@@ -1,0 +1,40 @@
+"""Exporting an obfuscator whose output is random (the noisy bottleneck): the noise lives in the exported graph.
+
+The phone's exported O adds fresh Gaussian noise per request itself (ONNX ``RandomNormalLike``, or the traced
+``randn_like`` in TorchScript), so client, service and int8 need no knowledge of it. Parity is checked in two
+parts: the deterministic part (O exported with the noise off) against PyTorch within tolerance, and the
+deployed file's noise against the bottleneck's: fresh draws on every call, per-channel std within
+``rel_tolerance`` of sigma and mean close to 0, measured as (deployed output - deterministic reference).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+class NoiseParityError(ValueError):
+    """The exported obfuscator's noise does not match the bottleneck's."""
+
+
+def check_noise(runner: Runner, inputs: np.ndarray, mean_reference: np.ndarray, sigma: np.ndarray,
+                rel_tolerance: float = 0.15, draws: int = 4) -> dict[str, Any]:
+    """Noise statistics of an exported noisy obfuscator over ``draws`` calls; NoiseParityError when they differ."""
+    outs = [runner(inputs) for _ in range(draws)]
+    if any(o.shape != mean_reference.shape for o in outs):
+        raise NoiseParityError(f"exported noisy obfuscator returns {list(outs[0].shape)}, expected "
+                               f"{list(mean_reference.shape)}")
+    if any(np.array_equal(outs[0], o) for o in outs[1:]):
+        raise NoiseParityError("exported obfuscator repeats its noise between calls (no fresh draw per request)")
+    resid = np.stack([o - mean_reference for o in outs])  # [draws, N, k, h, w]
+    std = resid.transpose(2, 0, 1, 3, 4).reshape(resid.shape[2], -1).std(1)
+    mean = float(np.abs(resid.mean()))
+    sigma = np.asarray(sigma, dtype=np.float64)
+    rel = np.abs(std / sigma - 1.0)
+    if not (rel <= rel_tolerance).all() or mean > 3.0 * float(sigma.max()) / np.sqrt(resid.size / len(sigma)) + 1e-3:
+        raise NoiseParityError(f"exported noise has per-channel std {std.round(4).tolist()} and mean {mean:.4f}; "
+                               f"the bottleneck's sigma is {sigma.round(4).tolist()} (tolerance {rel_tolerance:.0%})")
+    return {"sigma": sigma.round(6).tolist(), "measured_std": std.round(6).tolist(), "measured_mean": round(mean, 6),
+            "draws": draws, "images": int(len(inputs)), "fresh_per_call": True, "added_by": "exported graph"}

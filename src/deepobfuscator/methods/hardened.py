@@ -1,0 +1,308 @@
+"""**Hardened**: a defence meant to hold against attackers trained afresh on the frozen obfuscator.
+
+Four mechanisms, each a config knob (method parameters live in ``baseline.*``, the bottleneck in
+``model.bottleneck_*``; all recorded in ``config.yaml``):
+
+1. A noisy information bottleneck on what the phone sends (``models/bottleneck.py``): 1x1 conv to ``k``
+   channels, pooling, scale-fixing normalisation, Gaussian noise drawn afresh on every call (training and
+   deployment), optionally a learned per-channel std with a VIB KL term of weight ``beta``.
+2. An ensemble of attribute adversaries (``adversaries``, e.g. vgg/resnet/mlp) with ``attacker_steps``
+   updates per obfuscator step and one member re-initialised every ``restart_every`` steps; O plays the
+   bounded entropy objective against the strongest member (or their mean). The paper's reconstruction term
+   ``lambda2 * (L(AR2) - L(AR1))`` against the run's AR stays (``privacy.defend``).
+3. An adversary-free penalty: distance correlation (or HSIC) between the sent features' mean and the
+   private labels *within each intended-label class*, weight ``mu``, in every stage that trains O.
+4. The deployed checkpoint is chosen by an audit (fresh linear + small CNN attackers, fixed budget) at the
+   end of stage 1 and of every adversarial epoch: lowest audit leakage among epochs whose validation utility
+   stays within ``max_utility_drop`` of stage 1's; ``audit_selection.json`` records which epoch won.
+
+Stage 1 trains O (with the bottleneck) and C on L(C) + mu * dependence + beta * KL, during its first
+``aux_epochs`` epochs also an auxiliary Encoder-style head on O's un-bottlenecked output (deep supervision,
+never deployed: a cold 1-channel noisy bottleneck alone barely leaves chance in 4 epochs); stage 2 trains the run's
+diagnostic AR/AC and the ensemble on the frozen O; stage 3 alternates one O+C step against the ensemble with
+``attacker_steps`` ensemble/AR updates. Without adversaries there is no stage 3.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ConfigError, RunConfig
+from ..data import Batch
+from ..dependence import MEASURES, within_class_dependence
+from ..losses import attribute_loss, reconstruction_losses
+from ..models import build_classifier
+from ..models.bottleneck import bottleneck_of
+from ..models.vgg import Obfuscator
+from ..training.adversaries import OBJECTIVES, TARGETS, AdversaryEnsemble, build_adversary
+from ..training.audit import AuditSettings, audit_leakage, select_epoch
+from ..training.checkpoint import load_modules, save_modules
+from ..runs import RunDir
+from ..training.modules import feature_shape
+from ..training.trainer import Trainer
+from ..utils import atomic_write_json
+from .registry import Method, register_method
+
+SELECTION_FILE = "audit_selection.json"
+DEPLOYED = ("obfuscator", "classifier")  # what the audit's choice replaces in the final weights
+AUDIT_BEST = "audit_best.safetensors"  # under checkpoints/
+
+DEFAULTS: dict[str, Any] = {
+    "mu": 1.0,  # within-class dependence penalty weight
+    "dependence": "dcor",  # dcor | hsic
+    "beta": 0.0,  # VIB KL weight (meaningful with model.bottleneck_learn_sigma)
+    "warm_epochs": 0,  # first stage-1 epochs that train only O's front with an Encoder-style head (no bottleneck)
+    "aux_epochs": 2,  # first stage-1 epochs (after the warm ones) that keep that head as deep supervision: a cold
+    "aux_weight": 1.0,  # 1-channel noisy bottleneck alone barely leaves chance in 4 epochs
+    "init_from": "",  # a finished run (e.g. the Encoder's) whose obfuscator initialises O's front
+    "adversaries": ["vgg", "resnet", "mlp"],  # [] turns the adversarial stage off
+    "attacker_steps": 1,  # ensemble updates per obfuscator step
+    "restart_every": 100,  # ensemble steps between re-initialising one member (0: never)
+    "against": "max",  # max (strongest member on the batch) | mean
+    "objective": "entropy",  # entropy (bounded) | negative_bce (paper)
+    "audit": True,
+    "audit_images": 2000,
+    "audit_val_images": 800,
+    "audit_epochs": 4,
+    "max_utility_drop": 0.01,
+}
+MIN_SENT_HW = 8
+BOTTLENECK_DEFAULTS = {"bottleneck_channels": 1, "bottleneck_pool": 2, "bottleneck_sigma": 1.0}
+
+
+def params(cfg: RunConfig) -> dict[str, Any]:
+    """Validated hardened parameters (``cfg.baseline`` over the defaults)."""
+    p = {**DEFAULTS, **cfg.baseline}
+    try:
+        out = {"mu": float(p["mu"]), "dependence": str(p["dependence"]), "beta": float(p["beta"]),
+               "warm_epochs": int(p["warm_epochs"]), "aux_epochs": int(p["aux_epochs"]),
+               "aux_weight": float(p["aux_weight"]), "init_from": str(p["init_from"] or ""),
+               "adversaries": [str(a) for a in (p["adversaries"] or [])],
+               "attacker_steps": int(p["attacker_steps"]), "restart_every": int(p["restart_every"]),
+               "against": str(p["against"]), "objective": str(p["objective"]), "audit": bool(p["audit"]),
+               "audit_images": int(p["audit_images"]), "audit_val_images": int(p["audit_val_images"]),
+               "audit_epochs": int(p["audit_epochs"]), "max_utility_drop": float(p["max_utility_drop"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"config.yaml baseline: invalid hardened parameters {dict(p)} ({exc})") from exc
+    for key, allowed in (("dependence", tuple(MEASURES)), ("against", TARGETS), ("objective", OBJECTIVES)):
+        if out[key] not in allowed:
+            raise ConfigError(f"config.yaml baseline.{key}: must be one of {allowed}, got {out[key]!r}")
+    if out["mu"] < 0 or out["beta"] < 0 or out["attacker_steps"] < 1 or out["restart_every"] < 0:
+        raise ConfigError(f"config.yaml baseline: mu, beta, restart_every must be >= 0 and attacker_steps >= 1, "
+                          f"got {dict(p)}")
+    return out
+
+
+def configure(cfg: RunConfig) -> None:
+    """Fill the bottleneck settings left unset; no adversaries means no adversarial stage."""
+    m = cfg.model
+    if not m.bottleneck_channels:
+        m.bottleneck_channels = BOTTLENECK_DEFAULTS["bottleneck_channels"]
+    if m.bottleneck_sigma is None:
+        m.bottleneck_sigma = BOTTLENECK_DEFAULTS["bottleneck_sigma"]
+    if m.bottleneck_pool is None:
+        h, w = Obfuscator.feature_hw(tuple(cfg.data.image_size))
+        pool = BOTTLENECK_DEFAULTS["bottleneck_pool"]
+        m.bottleneck_pool = pool if min(h, w) // pool >= MIN_SENT_HW else 1  # C's VGG blocks pool 3 more times
+    p = params(cfg)
+    if p["warm_epochs"] and p["warm_epochs"] >= cfg.train.epochs_pretrain:
+        raise ConfigError(f"config.yaml baseline.warm_epochs ({p['warm_epochs']}) must be below train.epochs_pretrain "
+                          f"({cfg.train.epochs_pretrain}): the bottleneck needs stage-1 epochs of its own")
+    if not p["adversaries"]:
+        cfg.privacy.defend = "none"
+        cfg.train.epochs_adversarial = 0
+
+
+class HardenedTrainer(Trainer):
+    """Algorithm 1's stages with the bottleneck, the dependence penalty, the ensemble and the audit."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.params = params(self.cfg)
+        self.bottleneck = bottleneck_of(self.modules.obfuscator)
+        m = self.cfg.model
+        shape = feature_shape(self.cfg)
+        n_priv = max(1, sum(s.num_outputs for s in self.private_specs))
+        members = [build_adversary(name, shape, n_priv, m.width, m.fc_width, m.batch_norm).to(self.device)
+                   for name in self.params["adversaries"]]
+        self.ensemble = (AdversaryEnsemble(members, list(self.params["adversaries"]), self.private_specs,
+                                           self.cfg.train.lr_attacker, self.params["restart_every"],
+                                           self.params["objective"], self.params["against"])
+                         if members and self.has_private else None)
+        self.audit_settings = AuditSettings(self.params["audit_images"], self.params["audit_val_images"],
+                                            self.params["audit_epochs"], seed=self.cfg.train.seed)
+        self.phases = (0,) + (2,) * self.params["attacker_steps"]
+        if self.params["init_from"]:
+            self.initialise_front(Path(self.params["init_from"]))
+        self.aux = None
+        if self.bottleneck is not None and (self.params["aux_epochs"] > 0 and self.params["aux_weight"] > 0
+                                            or self.params["warm_epochs"] > 0):
+            front = self.modules.obfuscator.front
+            hw = front.feature_hw(tuple(self.cfg.data.image_size))
+            n_task = sum(s.num_outputs for s in self.task_specs)
+            self.aux = build_classifier("vgg", front.out_channels, hw, n_task, width=m.width, fc_width=m.fc_width,
+                                        batch_norm=m.batch_norm, dropout=m.dropout).to(self.device)
+            self.aux_optimizer = torch.optim.Adam(self.aux.parameters(), self.cfg.train.lr,
+                                                  weight_decay=self.cfg.train.weight_decay)
+
+    def initialise_front(self, run_dir: Path) -> None:
+        """Load O's VGG blocks from a finished run (a later resume overwrites them with the checkpoint)."""
+        final = RunDir(run_dir).final
+        if not final.is_file():
+            raise ConfigError(f"config.yaml baseline.init_from: {final} not found (is {run_dir} a finished run?)")
+        target = self.modules.obfuscator.front if self.bottleneck is not None else self.modules.obfuscator
+        load_modules({"obfuscator": target}, final)
+
+    @classmethod
+    def cache_signature(cls, cfg: RunConfig, stage: int) -> dict[str, Any]:
+        """Every stage depends on the bottleneck and the hardened parameters."""
+        m = cfg.model
+        return {"hardened": dict(cfg.baseline), "bottleneck": [m.bottleneck_channels, m.bottleneck_pool,
+                                                               m.bottleneck_norm, m.bottleneck_sigma,
+                                                               m.bottleneck_learn_sigma]}
+
+    # ----------------------------------------------------------------- the obfuscator's regularisers
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images as O sees them (the modules' input transform, if any; hardened declares none)."""
+        transform = self.modules.input_transform
+        return transform(images) if transform else images
+
+    def sent_features(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noisy sent features, their deterministic mean) for ``batch``, with gradients."""
+        images = self.prepare_images(batch.images)
+        if self.bottleneck is None:
+            feats = self.modules.obfuscator(images)
+            return feats, feats
+        mean = self.modules.obfuscator.mean(images)
+        return self.bottleneck.add_noise(mean), mean
+
+    def regularisers(self, batch: Batch, mean: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """mu * within-class dependence(mean, private | task) + beta * VIB KL."""
+        loss, out = mean.new_zeros(()), {}
+        if self.params["mu"] > 0 and self.has_private:
+            dep = within_class_dependence(mean, batch.private, batch.task, self.params["dependence"])
+            loss, out["dep"] = loss + self.params["mu"] * dep, dep.item()
+        if self.params["beta"] > 0 and self.bottleneck is not None:
+            kl = self.bottleneck.kl(mean)
+            loss, out["kl"] = loss + self.params["beta"] * kl, kl.item()
+        return loss, out
+
+    def step_pretrain(self, batch: Batch, step: int) -> dict[str, float]:
+        """Stage 1: O (with bottleneck) and C on L(C) + regularisers (+ the auxiliary head's L(C) early on)."""
+        self.modules.set_trainable("obfuscator", "classifier")
+        warm = self.params["warm_epochs"]
+        if self.aux is not None and self.position.epoch < warm:  # Encoder-style: O's front and the head only
+            self.aux.train()
+            l_aux = attribute_loss(self.aux(self.modules.obfuscator.front(self.prepare_images(batch.images))),
+                                   batch.task, self.task_specs)
+            self.aux_optimizer.zero_grad(set_to_none=True)
+            self._update(("obfuscator",), l_aux)
+            self.sync(self.aux.parameters())
+            self.aux_optimizer.step()
+            return {"L_aux": l_aux.item()}
+        if self.aux is None or self.position.epoch >= warm + self.params["aux_epochs"]:
+            feats, mean = self.sent_features(batch)
+            l_c = attribute_loss(self.modules.classifier(feats), batch.task, self.task_specs)
+            reg, out = self.regularisers(batch, mean)
+            self._update(("obfuscator", "classifier"), l_c + reg)
+            return {"L_C": l_c.item(), **out}
+        self.aux.train()
+        front = self.modules.obfuscator.front(self.prepare_images(batch.images))
+        mean = self.bottleneck.mean(front)
+        l_c = attribute_loss(self.modules.classifier(self.bottleneck.add_noise(mean)), batch.task, self.task_specs)
+        l_aux = attribute_loss(self.aux(front), batch.task, self.task_specs)
+        reg, out = self.regularisers(batch, mean)
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        self._update(("obfuscator", "classifier"), l_c + reg + self.params["aux_weight"] * l_aux)
+        self.sync(self.aux.parameters())
+        self.aux_optimizer.step()
+        return {"L_C": l_c.item(), "L_aux": l_aux.item(), **out}
+
+    def step_attackers(self, batch: Batch) -> dict[str, float]:
+        """The run's AR/AC (diagnostics and the reconstruction term) and the ensemble, on detached features."""
+        out = super().step_attackers(batch)
+        if self.ensemble is not None:
+            out.update(self.ensemble.step(self.features(batch, grad=False), batch.private))
+        return out
+
+    def step_defend(self, batch: Batch) -> dict[str, float]:
+        """Stage 3, O+C: L(C) + regularisers + lambda1 * ensemble objective + lambda2 * (L(AR2) - L(AR1))."""
+        self.modules.set_trainable("obfuscator", "classifier")
+        feats, mean = self.sent_features(batch)
+        l_c = attribute_loss(self.modules.classifier(feats), batch.task, self.task_specs)
+        reg, out = self.regularisers(batch, mean)
+        loss = l_c + reg
+        defend = self.cfg.privacy.defend
+        if self.ensemble is not None and defend in ("both", "attributes"):
+            adv, info = self.ensemble.obfuscator_loss(feats, batch.private)
+            loss, out = loss + self.cfg.privacy.lambda1 * adv, {**out, **info}
+        if defend in ("both", "reconstruction") and self.cfg.privacy.lambda2 > 0:
+            recon = self.modules.reconstructor(feats)
+            kind = self.cfg.privacy.reconstruction_loss
+            l_ar1, l_ar2 = reconstruction_losses(recon, [batch.images, self.noise], kind, self.msssim)
+            loss, out = loss + self.cfg.privacy.lambda2 * (l_ar2 - l_ar1), {**out, "L_AR1": l_ar1.item()}
+        self._update(("obfuscator", "classifier"), loss)
+        return {"L_C": l_c.item(), **out}
+
+    def step_cycle(self, batch: Batch, step: int) -> dict[str, float]:
+        """Stage 3: one O+C step, then ``attacker_steps`` attacker steps."""
+        phase = self.phases[step % len(self.phases)]
+        return {"phase": phase, **(self.step_defend(batch) if phase == 0 else self.step_attackers(batch))}
+
+    # ----------------------------------------------------------------- audit and checkpoint choice
+    def audit_due(self, stage: int) -> bool:
+        """Audit after the last stage-1 epoch and after every adversarial epoch."""
+        last_pretrain = stage == 0 and self.position.epoch + 1 == self.epochs(0)
+        return self.params["audit"] and self.has_private and (last_pretrain or stage == 2)
+
+    def validate(self, stage: int, split: str = "val") -> dict[str, Any]:
+        """The usual validation, plus the audit (and the checkpoint choice) when one is due."""
+        out = super().validate(stage, split)
+        if split != "val" or not self.audit_due(stage) or self.sync.rank != 0:
+            return out
+        self.modules.set_trainable()
+        audit = audit_leakage(lambda x: self.encode(x), self.data, self.private_specs, self.audit_settings, self.device)
+        utility = sum(out["C_acc"].values()) / len(out["C_acc"])
+        out["audit"] = audit
+        self.record_candidate({"stage": ("pretrain", "attacker", "adversarial")[stage], "epoch": self.position.epoch + 1,
+                               "utility": utility, "leakage": audit["leakage"]})
+        return out
+
+    @property
+    def selection_path(self) -> Path:
+        """Where the audit's candidates and choice are written."""
+        return self.run.path / SELECTION_FILE
+
+    def record_candidate(self, candidate: dict[str, Any]) -> None:
+        """Add an audited epoch; keep its weights when it is the rule's choice so far."""
+        state = json.loads(self.selection_path.read_text()) if self.selection_path.is_file() else {"candidates": []}
+        history = [c for c in state["candidates"] if (c["stage"], c["epoch"]) != (candidate["stage"], candidate["epoch"])]
+        history.append(candidate)
+        reference = next((c["utility"] for c in history if c["stage"] == "pretrain"), candidate["utility"])
+        choice = select_epoch(history, reference, self.params["max_utility_drop"])
+        if (choice["stage"], choice["epoch"]) == (candidate["stage"], candidate["epoch"]):
+            save_modules(dict(self.modules.items()), self.run.checkpoints / AUDIT_BEST)
+        atomic_write_json(self.selection_path, {"candidates": history, "reference_utility": reference,
+                                                "max_utility_drop": self.params["max_utility_drop"],
+                                                "selected": choice})
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the end, then deploy the audit's choice as the final weights."""
+        last = super().fit()
+        best = self.run.checkpoints / AUDIT_BEST
+        if self.sync.rank == 0 and self.selection_path.is_file() and best.is_file():
+            # the deployed pipeline (O, C) is the audit's choice; the diagnostic AR/AC stay as trained last
+            load_modules({k: getattr(self.modules, k) for k in DEPLOYED}, best)
+            save_modules(dict(self.modules.items()), self.run.final,
+                         metadata={"run": self.cfg.name, "method": self.cfg.method,
+                                   "selected": json.dumps(json.loads(self.selection_path.read_text())["selected"])})
+        return last
+
+
+HARDENED = register_method(Method(
+    "hardened", "Hardened", "Noisy k-channel bottleneck + within-class dependence penalty + restarted adversary "
+    "ensemble + audit-chosen checkpoint (issue 13)",
+    defaults=DEFAULTS, configure=configure, trainer_cls=HardenedTrainer, uses_lambda=True))

@@ -1,0 +1,126 @@
+"""A noisy information bottleneck on what the phone sends (the ``hardened`` defence's first mechanism).
+
+After O's VGG blocks: a 1x1 convolution to ``k`` channels, optional average pooling by ``pool``, a
+normalisation that fixes the signal's scale (``batchnorm``: BatchNorm without affine parameters, so the
+obfuscator cannot shrink the noise by inflating the signal; ``tanh``: a bounded activation; ``none``),
+then Gaussian noise of std ``sigma`` (fixed, or learned per channel when ``learn_sigma``; the variational
+information-bottleneck KL term of :meth:`NoisyBottleneck.kl` then keeps it from collapsing).
+
+The noise is part of the deployed pipeline: it is drawn afresh on *every* call, in training and in eval
+mode alike, so C trains on noisy features and every attacker sees noisy features. ``noise_enabled`` (or
+the :func:`deterministic` context) switches it off only to check an exported graph's deterministic part.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .vgg import Obfuscator
+
+NORMS = ("batchnorm", "tanh", "none")
+
+
+class NoisyBottleneck(nn.Module):
+    """1x1 conv to ``channels`` -> avg-pool by ``pool`` -> scale-fixing norm -> + N(0, sigma^2) per call."""
+
+    def __init__(self, in_channels: int, channels: int, pool: int = 1, norm: str = "batchnorm",
+                 sigma: float = 1.0, learn_sigma: bool = False) -> None:
+        super().__init__()
+        if channels < 1 or pool < 1:
+            raise ValueError(f"bottleneck channels and pool must be >= 1, got {channels} and {pool}")
+        if norm not in NORMS:
+            raise ValueError(f"bottleneck norm must be one of {NORMS}, got {norm!r}")
+        if sigma < 0 or (learn_sigma and sigma <= 0):
+            raise ValueError(f"bottleneck sigma must be >= 0 (> 0 when learned), got {sigma}")
+        self.channels, self.pool, self.norm_kind = int(channels), int(pool), norm
+        self.conv = nn.Conv2d(in_channels, self.channels, 1)
+        self.pooling = nn.AvgPool2d(self.pool) if self.pool > 1 else nn.Identity()
+        self.norm = {"batchnorm": lambda: nn.BatchNorm2d(self.channels, affine=False),
+                     "tanh": nn.Tanh, "none": nn.Identity}[norm]()
+        log_sigma = torch.full((self.channels,), math.log(sigma) if sigma > 0 else -math.inf)
+        if learn_sigma:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+        self.learn_sigma = bool(learn_sigma)
+        self.has_noise = bool(learn_sigma or sigma > 0)  # a Python flag: traced/exported graphs keep the branch
+        self.noise_enabled = True
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """Per-channel noise std ``[k]``."""
+        return self.log_sigma.exp()
+
+    def mean(self, feats: torch.Tensor) -> torch.Tensor:
+        """The deterministic part: conv, pool, norm (the mean of what is sent)."""
+        return self.norm(self.pooling(self.conv(feats)))
+
+    def add_noise(self, mean: torch.Tensor) -> torch.Tensor:
+        """``mean`` plus a fresh Gaussian draw with the per-channel std (nothing when noise is off)."""
+        if not (self.noise_enabled and self.has_noise):
+            return mean
+        return mean + torch.randn_like(mean) * self.sigma.view(1, -1, 1, 1).to(mean.dtype)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """O's features -> noisy bottleneck features ``[N, k, h/pool, w/pool]``."""
+        return self.add_noise(self.mean(feats))
+
+    def kl(self, mean: torch.Tensor) -> torch.Tensor:
+        """VIB term KL(N(mean, sigma^2) || N(0, 1)) summed over features, averaged over the batch."""
+        var = self.sigma.view(1, -1, 1, 1).pow(2).to(mean.dtype)
+        per = 0.5 * (mean.pow(2) + var - 1.0 - var.log())
+        return per.flatten(1).sum(1).mean()
+
+
+class BottleneckObfuscator(nn.Module):
+    """O followed by a :class:`NoisyBottleneck`: the whole on-device half of a bottlenecked defence."""
+
+    def __init__(self, front: Obfuscator, bottleneck: NoisyBottleneck) -> None:
+        super().__init__()
+        self.front, self.bottleneck = front, bottleneck
+        self.out_channels = bottleneck.channels
+
+    def feature_hw(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """Spatial size of the sent features for an input of ``image_size``."""
+        h, w = self.front.feature_hw(image_size)
+        return h // self.bottleneck.pool, w // self.bottleneck.pool
+
+    def mean(self, images: torch.Tensor) -> torch.Tensor:
+        """The deterministic part (no noise) for ``images`` in [0, 1]."""
+        return self.bottleneck.mean(self.front(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] in [0, 1] -> noisy features (fresh noise on every call)."""
+        return self.bottleneck(self.front(images))
+
+
+def bottleneck_of(module: nn.Module) -> NoisyBottleneck | None:
+    """The noisy bottleneck inside an obfuscator, if it has one."""
+    return module.bottleneck if isinstance(module, BottleneckObfuscator) else None
+
+
+@contextlib.contextmanager
+def deterministic(module: nn.Module) -> Iterator[None]:
+    """Within the block, an obfuscator's bottleneck adds no noise (to check the deterministic part)."""
+    bn = bottleneck_of(module)
+    if bn is None:
+        yield
+        return
+    before, bn.noise_enabled = bn.noise_enabled, False
+    try:
+        yield
+    finally:
+        bn.noise_enabled = before
+
+
+def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool: int = 1, norm: str = "batchnorm",
+                         sigma: float = 0.0, learn_sigma: bool = False) -> nn.Module:
+    """O, wrapped in a noisy bottleneck when ``channels`` > 0."""
+    front = Obfuscator(width, batch_norm)
+    if not channels:
+        return front
+    return BottleneckObfuscator(front, NoisyBottleneck(front.out_channels, channels, pool, norm, sigma, learn_sigma))

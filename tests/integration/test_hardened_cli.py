@@ -1,0 +1,93 @@
+"""`deepobf baseline hardened` on real CelebA (tiny): trains every mechanism, is attacked and exported as deployed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from deepobfuscator.attacks.features import load_pipeline, obfuscate
+from deepobfuscator.cli import main
+from deepobfuscator.deploy.inspect import inspect_pixels, load_inspected_run
+from deepobfuscator.methods import load_trained
+from deepobfuscator.runs import RunDir
+
+# --epochs caps every learned attacker; --repeat 2: the repeated-query attack a stochastic pipeline gets
+TINY_ATTACK = ["--attackers", "vgg,mirror", "--epochs", "1", "--repeat", "1,2", "--reid-images", "4",
+               "--grid-images", "2", "--bootstrap", "20", "--no-progress", "--threads", "1"]
+SMALL_AUDIT = ["--set", "baseline.audit_images=32", "--set", "baseline.audit_val_images=16",
+               "--set", "baseline.audit_epochs=1", "--set", "baseline.restart_every=2"]
+
+
+@pytest.fixture(scope="module")
+def hardened_run(tmp_path_factory: pytest.TempPathFactory, celeba_root: Path) -> Path:
+    """One tiny hardened run with the ensemble, penalty, auxiliary head and audit all on."""
+    out = tmp_path_factory.mktemp("hardened") / "run"
+    assert main(["baseline", "hardened", "--preset", "tiny", "--data", str(celeba_root), "--out", str(out),
+                 "--no-progress", "--set", "model.bottleneck_channels=2", "--set", "baseline.aux_epochs=1",
+                 *SMALL_AUDIT]) == 0
+    return out
+
+
+def test_hardened_records_its_configuration_and_the_audit_choice(hardened_run: Path) -> None:
+    cfg = yaml.safe_load((hardened_run / "config.yaml").read_text())
+    assert cfg["method"] == "hardened"
+    assert cfg["model"]["bottleneck_channels"] == 2 and cfg["model"]["bottleneck_sigma"] == 1.0
+    assert cfg["baseline"]["adversaries"] == ["vgg", "resnet", "mlp"] and cfg["baseline"]["mu"] == 1.0
+    records = [json.loads(line) for line in (hardened_run / "metrics.jsonl").read_text().splitlines()]
+    audited = [r for r in records if "audit" in r]
+    assert [(r["stage"], r["epoch"]) for r in audited] == [("pretrain", 1), ("adversarial", 1)]
+    assert all(0.0 <= r["audit"]["leakage"] <= 1.0 for r in audited)
+    selection = json.loads((hardened_run / "audit_selection.json").read_text())
+    assert len(selection["candidates"]) == 2 and selection["selected"]["stage"] in ("pretrain", "adversarial")
+    # the deployed weights (O and C) are the audit's choice
+    final = load_file(str(hardened_run / "checkpoints" / "final.safetensors"))
+    best = load_file(str(hardened_run / "checkpoints" / "audit_best.safetensors"))
+    deployed = [k for k in best if k.startswith(("obfuscator.", "classifier."))]
+    assert final.keys() == best.keys() and deployed and all(torch.equal(final[k], best[k]) for k in deployed)
+
+
+def test_attacks_see_fresh_noisy_bottleneck_features(hardened_run: Path) -> None:
+    cfg, modules = load_trained(RunDir(hardened_run))
+    images = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        a, b = obfuscate(cfg, modules, images), obfuscate(cfg, modules, images)
+        mean = modules.obfuscator.mean(images)
+    assert a.shape == (4, 2, 8, 8) and not torch.allclose(a, b)  # eval mode still draws noise, afresh
+    assert (a - mean).std().item() == pytest.approx(1.0, rel=0.25)
+    assert load_pipeline(RunDir(hardened_run)).detect_stochastic(images)  # the attack suite sees the noise itself
+    assert main(["attack", str(hardened_run), *TINY_ATTACK]) == 0
+    result = json.loads((hardened_run / "attack.json").read_text())
+    assert result["method"] == "hardened" and "Male" in result["privacy"]
+    assert result["stochastic"] and set(result["repeated"]) == {"2"}
+
+
+def test_inspect_shows_what_the_phone_sends_with_fresh_noise(hardened_run: Path) -> None:
+    run = load_inspected_run(hardened_run)
+    pixels = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    first, second = inspect_pixels(run, pixels), inspect_pixels(run, pixels)
+    assert first.sent.shape == [2, 8, 8] and first.method == "hardened"
+    assert first.sent.mosaic_png != second.sent.mosaic_png  # a fresh bottleneck draw per request, as deployed
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_checks_the_deterministic_part_and_keeps_the_noise_in_the_graph(hardened_run: Path, tmp_path: Path,
+                                                                                fmt: str) -> None:
+    out = tmp_path / fmt
+    assert main(["export", str(hardened_run), "--format", fmt, "--out", str(out)]) == 0
+    card = json.loads((out / "model-card.json").read_text())
+    assert card["parity"]["obfuscator"]["max_abs_diff"] <= 1e-4
+    assert card["parity"]["obfuscator"]["part"].startswith("deterministic")
+    noise = card["parity"]["obfuscator_noise"]
+    assert noise["fresh_per_call"] and np.allclose(noise["measured_std"], noise["sigma"], rtol=0.15)
+    assert card["parity"]["classifier"]["max_abs_diff"] <= 1e-4
+
+
+def test_export_refuses_int8_for_a_noisy_bottleneck(hardened_run: Path, tmp_path: Path) -> None:
+    with pytest.raises((ValueError, SystemExit)):
+        assert main(["export", str(hardened_run), "--int8", "--out", str(tmp_path / "q")]) != 0
+        raise SystemExit(1)

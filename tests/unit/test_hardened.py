@@ -1,0 +1,296 @@
+"""The hardened defence's parts: noisy bottleneck, dependence penalties, adversary ensemble, audit rule."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from deepobfuscator.config import ConfigError, RunConfig, preset
+from deepobfuscator.data.index import AttributeSpec
+from deepobfuscator.dependence import (
+    distance_correlation, hsic, label_matrix, unbiased_dcor2, within_class_dependence,
+)
+from deepobfuscator.experiments import load_sweep
+from deepobfuscator.losses import attribute_loss, prediction_entropy_loss
+from deepobfuscator.methods import METHODS, configure, hardened, method_trainer
+from deepobfuscator.models import Obfuscator
+from deepobfuscator.models.bottleneck import BottleneckObfuscator, NoisyBottleneck, deterministic
+from deepobfuscator.training.adversaries import AdversaryEnsemble, build_adversary
+from deepobfuscator.training.audit import select_epoch
+from deepobfuscator.training.modules import build_modules, feature_shape
+
+MALE = AttributeSpec("Male", 2)
+
+
+# --------------------------------------------------------------------------- bottleneck
+def test_bottleneck_shape_and_fresh_noise_of_the_right_std_in_train_and_eval() -> None:
+    torch.manual_seed(0)
+    bn = NoisyBottleneck(8, 3, pool=2, sigma=0.5)
+    x = torch.randn(64, 8, 8, 8)
+    for mode in (True, False):  # training and deployment (eval) alike
+        bn.train(mode)
+        a, b = bn(x), bn(x)
+        assert a.shape == (64, 3, 4, 4)
+        assert not torch.allclose(a, b), "noise must be drawn afresh on every call"
+        bn.eval()
+        noise = bn(x) - bn.mean(x)
+        assert noise.std().item() == pytest.approx(0.5, rel=0.05)
+        assert noise.mean().abs().item() < 0.03
+
+
+def test_bottleneck_batchnorm_fixes_the_scale_and_deterministic_context_removes_noise() -> None:
+    torch.manual_seed(0)
+    bn = NoisyBottleneck(4, 2, sigma=1.0).train()
+    mean = bn.mean(torch.randn(256, 4, 6, 6) * 50.0)  # a huge signal cannot drown the noise
+    assert mean.std(dim=(0, 2, 3)).tolist() == pytest.approx([1.0, 1.0], rel=0.02)
+    obf = BottleneckObfuscator(Obfuscator(0.0625), NoisyBottleneck(8, 1, pool=2, sigma=1.0)).eval()
+    images = torch.rand(4, 3, 32, 32)
+    with deterministic(obf):
+        assert torch.equal(obf(images), obf(images))
+        assert torch.equal(obf(images), obf.mean(images))
+    assert not torch.equal(obf(images), obf(images))
+    assert obf.feature_hw((32, 32)) == (4, 4)
+
+
+def test_learned_sigma_per_channel_and_vib_kl() -> None:
+    torch.manual_seed(0)
+    bn = NoisyBottleneck(4, 2, sigma=1.0, learn_sigma=True)
+    with torch.no_grad():
+        bn.log_sigma.copy_(torch.log(torch.tensor([0.2, 2.0])))
+    bn.eval()
+    x = torch.randn(512, 4, 4, 4)
+    noise = bn(x) - bn.mean(x)
+    assert noise.std(dim=(0, 2, 3)).tolist() == pytest.approx([0.2, 2.0], rel=0.05)
+    # KL(N(0, 1) || N(0, 1)) = 0; it grows as the mean moves or sigma shrinks, and sigma gets a gradient
+    with torch.no_grad():
+        bn.log_sigma.zero_()
+    assert bn.kl(torch.zeros(8, 2, 3, 3)).item() == pytest.approx(0.0, abs=1e-6)
+    assert bn.kl(torch.ones(8, 2, 3, 3)).item() == pytest.approx(0.5 * 2 * 9, rel=1e-5)
+    with torch.no_grad():
+        bn.log_sigma.fill_(math.log(0.1))
+    kl = bn.kl(torch.zeros(8, 2, 3, 3))
+    assert kl.item() > 0
+    kl.backward()
+    assert bn.log_sigma.grad is not None and (bn.log_sigma.grad < 0).all()  # larger sigma lowers the KL
+
+
+def test_bottleneck_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="norm"):
+        NoisyBottleneck(4, 2, norm="layernorm")
+    with pytest.raises(ValueError, match="channels"):
+        NoisyBottleneck(4, 0)
+    with pytest.raises(ValueError, match="sigma"):
+        NoisyBottleneck(4, 1, sigma=0.0, learn_sigma=True)
+
+
+def test_run_modules_are_built_on_the_sent_shape() -> None:
+    cfg = preset("tiny")
+    cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma = 2, 1, 1.0
+    assert feature_shape(cfg) == (2, 8, 8)
+    modules = build_modules(cfg, [AttributeSpec("Smiling", 2)], [MALE])
+    feats = modules.obfuscator(torch.rand(3, 3, 32, 32))
+    assert feats.shape == (3, 2, 8, 8)
+    assert modules.classifier(feats).shape == (3, 1)
+    assert modules.reconstructor(feats).shape == (3, 3, 32, 32)
+
+
+# --------------------------------------------------------------------------- dependence penalties
+@pytest.mark.parametrize("measure", [unbiased_dcor2, hsic])
+@pytest.mark.parametrize("n", [32, 400])
+def test_dependence_independent_is_near_zero_and_identical_is_high(measure, n: int) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(n, 5)
+    assert abs(measure(x, torch.randn(n, 3)).item()) < (0.1 if n == 32 else 0.02)  # unbiased even on a batch
+    assert measure(x, x).item() == pytest.approx(1.0, abs=1e-6)
+    labels = (x[:, 0] > 0).long()
+    assert measure(x, label_matrix(labels)).item() > 0.15
+    xs = x.clone().requires_grad_(True)
+    measure(xs, label_matrix(labels)).backward()
+    assert torch.isfinite(xs.grad).all() and xs.grad.abs().sum() > 0
+
+
+def test_within_class_dependence_ignores_what_the_intended_label_implies() -> None:
+    torch.manual_seed(0)
+    n = 600
+    task = torch.randint(0, 2, (n, 1))
+    # private agrees with task 80% of the time: features carrying only the task label are dependent on the
+    # private label overall, but not within either task class
+    private = torch.where(torch.rand(n, 1) < 0.8, task, 1 - task)
+    only_task = task.float() + 0.1 * torch.randn(n, 4)
+    assert unbiased_dcor2(only_task, label_matrix(private)).item() > 0.2
+    for measure in ("dcor", "hsic"):
+        assert abs(within_class_dependence(only_task, private, task, measure).item()) < 0.02
+        leaky = torch.cat([task.float(), private.float()], 1) + 0.1 * torch.randn(n, 2)
+        assert within_class_dependence(leaky, private, task, measure).item() > 0.5
+    with pytest.raises(ValueError, match="measure"):
+        within_class_dependence(only_task, private, task, "mine")
+
+
+def test_within_class_dependence_skips_classes_without_private_variation() -> None:
+    feats = torch.randn(10, 3)
+    assert within_class_dependence(feats, torch.zeros(10, 1, dtype=torch.long), torch.zeros(10, 1)).item() == 0.0
+
+
+def test_plain_sample_distance_correlation_is_biased_on_small_batches() -> None:
+    """Why the penalty uses the bias-corrected form: plain dCor of independent batches of 32 is far from 0."""
+    torch.manual_seed(0)
+    x, z = torch.randn(32, 5), torch.randn(32, 3)
+    assert distance_correlation(x, z).item() > 0.4 > abs(unbiased_dcor2(x, z).item())
+
+
+# --------------------------------------------------------------------------- adversary ensemble
+def _ensemble(restart_every: int, against: str = "max") -> AdversaryEnsemble:
+    torch.manual_seed(0)
+    names = ["vgg", "resnet", "mlp"]
+    members = [build_adversary(n, (2, 8, 8), 1, width=0.0625, fc_width=16) for n in names]
+    return AdversaryEnsemble(members, names, [MALE], restart_every=restart_every, against=against)
+
+
+def test_ensemble_restarts_one_member_on_schedule_round_robin() -> None:
+    ens = _ensemble(restart_every=3)
+    feats, private = torch.randn(16, 2, 8, 8), torch.randint(0, 2, (16, 1))
+    before = [[p.detach().clone() for p in m.parameters()] for m in ens.members]
+    for _ in range(9):
+        ens.step(feats, private)
+    assert ens.restarts == [(3, 0), (6, 1), (9, 2)]
+    ens2 = _ensemble(restart_every=0)
+    for _ in range(9):
+        ens2.step(feats, private)
+    assert ens2.restarts == []
+    # a restarted member starts from fresh weights (not the ones it had, not the trained ones)
+    restarted = list(ens.members[2].parameters())[0]
+    assert not torch.equal(restarted, before[2][0])
+    assert not torch.equal(restarted, list(ens2.members[2].parameters())[0])
+
+
+def test_ensemble_objective_targets_the_strongest_member_and_only_moves_features() -> None:
+    ens = _ensemble(restart_every=0)
+    feats = torch.randn(32, 2, 8, 8)
+    private = (feats[:, 0].mean((1, 2)) > 0).long().unsqueeze(1)
+    for _ in range(30):
+        ens.step(feats, private)
+    grads = [p.grad.clone() for m in ens.members for p in m.parameters()]
+    x = feats.clone().requires_grad_(True)
+    loss, info = ens.obfuscator_loss(x, private)
+    loss.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, (p for m in ens.members for p in m.parameters())))
+    assert -1.0 <= loss.item() <= 0.0  # the bounded entropy objective
+    with torch.no_grad():
+        bces = [attribute_loss(m(feats), private, [MALE]).item() for m in ens.members]
+        strongest = ens.members[min(range(3), key=bces.__getitem__)]
+        assert loss.item() == pytest.approx(prediction_entropy_loss(strongest(feats), [MALE]).item(), abs=1e-6)
+    assert info["L_adv_min"] == pytest.approx(min(bces), abs=1e-5)
+    mean_ens = AdversaryEnsemble(ens.members, ens.names, [MALE], against="mean")
+    with torch.no_grad():
+        mean_loss, _ = mean_ens.obfuscator_loss(feats, private)
+        expected = sum(prediction_entropy_loss(m(feats), [MALE]).item() for m in ens.members) / 3
+    assert mean_loss.item() == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="objective"):
+        AdversaryEnsemble(ens.members, ens.names, [MALE], objective="hinge")
+
+
+# --------------------------------------------------------------------------- audit rule
+def test_audit_picks_lowest_leakage_within_the_utility_margin() -> None:
+    history = [
+        {"stage": "pretrain", "epoch": 4, "utility": 0.90, "leakage": 0.70},
+        {"stage": "adversarial", "epoch": 1, "utility": 0.895, "leakage": 0.66},
+        {"stage": "adversarial", "epoch": 2, "utility": 0.85, "leakage": 0.55},  # too costly
+        {"stage": "adversarial", "epoch": 3, "utility": 0.892, "leakage": 0.62},
+        {"stage": "adversarial", "epoch": 4, "utility": 0.91, "leakage": 0.62},  # tie: more useful wins
+    ]
+    choice = select_epoch(history, 0.90, 0.01)
+    assert (choice["stage"], choice["epoch"]) == ("adversarial", 4)
+    assert choice["eligible"] == 4
+    assert select_epoch(history, 0.90, 0.06)["epoch"] == 2
+    none_ok = select_epoch(history[2:3], 0.90, 0.01)
+    assert none_ok["eligible"] == 0 and none_ok["epoch"] == 2
+    with pytest.raises(ValueError):
+        select_epoch([], 0.9, 0.01)
+
+
+# --------------------------------------------------------------------------- configuration
+def test_configure_fills_bottleneck_and_turns_off_stage_3_without_adversaries() -> None:
+    cfg = preset("celeba-cpu")
+    cfg.baseline = {"adversaries": []}
+    hardened.configure(cfg)
+    assert (cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma) == (1, 2, 1.0)
+    assert cfg.train.epochs_adversarial == 0 and cfg.privacy.defend == "none"
+    tiny = preset("tiny")  # 32 px: pooling would leave C's VGG blocks a 4x4 map
+    hardened.configure(tiny)
+    assert tiny.model.bottleneck_pool == 1 and tiny.train.epochs_adversarial == 1
+    bad = RunConfig()
+    bad.baseline = {"against": "median"}
+    with pytest.raises(ConfigError, match="against"):
+        hardened.configure(bad)
+    bad.baseline = {"warm_epochs": bad.train.epochs_pretrain}
+    with pytest.raises(ConfigError, match="warm_epochs"):
+        hardened.configure(bad)
+
+
+def test_hardened_is_a_registered_method_trained_by_its_own_trainer() -> None:
+    method = METHODS.get("hardened")
+    assert method.trainer_cls is hardened.HardenedTrainer and method.defaults == hardened.DEFAULTS
+    assert method.input_transform is None and method.feature_transform is None  # the noise lives inside O
+    cfg = configure(preset("tiny"), "hardened")
+    assert cfg.method == "hardened" and cfg.model.bottleneck_channels == 1 and cfg.baseline["mu"] == 1.0
+    with pytest.raises(ConfigError, match="hardened takes no parameter"):
+        bad = preset("tiny")
+        bad.baseline = {"sigma": 1.0}
+        configure(bad, "hardened")
+
+
+def test_preset_celeba_cpu_hardened_records_its_configuration() -> None:
+    cfg = preset("celeba-cpu-hardened")
+    assert cfg.method == "hardened" and cfg.model.bottleneck_channels >= 1 and cfg.model.bottleneck_sigma > 0
+
+
+def test_hardened_benchmark_sweep_file_configures_every_run() -> None:
+    sweep = load_sweep(Path(__file__).resolve().parents[2] / "benchmarks" / "sweep_hardened_celeba_cpu.yaml")
+    assert {s.method for s in sweep.runs} == {"encoder", "hardened"}
+    assert sweep.attack["attr_epochs"] >= 20 and 8 in sweep.attack["repeat"]  # early stopping decides below the caps
+    for spec in sweep.runs:
+        cfg = configure(sweep.config(spec))
+        if spec.method == "hardened":
+            assert cfg.model.bottleneck_channels >= 1 and cfg.model.bottleneck_pool == 2
+    by_name = {s.name: configure(sweep.config(s)) for s in sweep.runs}
+    assert by_name["h-k1-s125-dcor1"].model.bottleneck_sigma == 1.25
+    assert by_name["h-k1-s1-dcor1"].train.epochs_pretrain == 8 and by_name["h-k1-s1-dcor1"].baseline["warm_epochs"] == 4
+    assert by_name["h-k1-s1-dcor1-ens"].train.epochs_adversarial > 0 == by_name["h-k1-s1-dcor1"].train.epochs_adversarial
+
+
+def test_init_from_loads_a_finished_runs_obfuscator_into_the_front(tmp_path, trained_run) -> None:
+    cfg = preset("tiny")
+    cfg.data.root = yaml.safe_load((trained_run / "config.yaml").read_text())["data"]["root"]
+    assert cfg.data.root
+    cfg.method = "hardened"
+    cfg.baseline = {"init_from": str(trained_run), "adversaries": []}
+    trainer = method_trainer(cfg, tmp_path / "h", progress=False)
+    source = load_file(str(trained_run / "checkpoints" / "final.safetensors"))
+    front = trainer.modules.obfuscator.front.state_dict()
+    assert all(torch.equal(front[k], source[f"obfuscator.{k}"]) for k in front)
+    cfg.baseline = {"init_from": str(tmp_path / "nowhere")}
+    with pytest.raises(ConfigError, match="init_from"):
+        method_trainer(cfg, tmp_path / "h2", progress=False)
+
+
+def test_warm_epochs_train_the_front_with_the_auxiliary_head_only(tmp_path, tiny_cfg) -> None:
+    tiny_cfg.method = "hardened"
+    tiny_cfg.baseline = {"adversaries": [], "warm_epochs": 1, "aux_epochs": 0}
+    tiny_cfg.train.epochs_pretrain = 2
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
+    before = {k: v.clone() for k, v in [*trainer.modules.classifier.state_dict().items(),
+                                        *trainer.modules.obfuscator.bottleneck.state_dict().items()]}
+    front = [p.clone() for p in trainer.modules.obfuscator.front.parameters()]
+    out = trainer.step_pretrain(batch, 0)
+    assert set(out) == {"L_aux"}
+    after = {**trainer.modules.classifier.state_dict(), **trainer.modules.obfuscator.bottleneck.state_dict()}
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith("num_batches_tracked"))
+    assert any(not torch.equal(a, b) for a, b in zip(front, trainer.modules.obfuscator.front.parameters()))
+    trainer.position.epoch = 1  # after the warm epochs: the bottleneck path trains
+    assert "L_C" in trainer.step_pretrain(batch, 0)
