@@ -102,7 +102,8 @@ def test_attack_saves_attackers_that_reproduce_its_test_metrics(inspect_runs: di
     linear = attackers.attributes["Male"][0]
     with torch.no_grad():
         feats = obfuscate(cfg, modules, images).half().float()  # attackers read float16-stored features
-        guessed = (linear.module(feats)[:, 0] > 0).long().numpy()
+        offset = linear.metrics["training"]["decision_offset"][0]  # the rule the attacker chose on its validation split
+        guessed = (linear.module(feats)[:, 0] - offset > 0).long().numpy()
         recon = attackers.reconstructors[0].module(feats).clamp(0, 1)
     assert balanced_accuracy(data.private[rows, male], guessed) == pytest.approx(linear.metrics["balanced_accuracy"],
                                                                                 abs=1e-6)
