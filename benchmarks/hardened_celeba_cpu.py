@@ -181,7 +181,6 @@ def format_table(rows: list[dict], floor: float | None) -> str:
     lines = [f"Label floor (Male from Smiling alone, test split): {floor:.3f}" if floor is not None else "",
              "Best constant image MS-SSIM: ~0.40 at 64 px (issue 12); re-ID chance 0.25",
              "train s: wall seconds on 2 shared cores; hw-* runs start from the Encoder's O, whose time is not included",
-             "",
              "m=8: the best Male attacker on features averaged over 8 draws per image (repeated queries)",
              "",
              "| config | Smiling acc (majority) | best Male bal. acc [95% CI] (attacker; majority) | m=8 | flat linear / "
