@@ -1,4 +1,4 @@
-"""The "Add an attacker" recipe (docs/architecture-attackers.md), run end to end: an attacker defined in this
+"""The "Add an attacker" recipe (docs/architecture.md, "Recipe: add an attacker"), run end to end: an attacker defined in this
 file is registered by name and judged by `deepobf attack` like the built-in ones."""
 from __future__ import annotations
 
