@@ -79,7 +79,8 @@ def reference(run_dir: Path, image: Path) -> dict[str, Any]:
             out["recon"] = recon[0].mul(255).round().byte().permute(1, 2, 0).numpy()
             out["ms_ssim"] = float(ms_ssim_per_image(recon, x, resolve_msssim(cfg.msssim, size))[0])
             for attribute, fitted in attackers.attributes.items():
-                out["private"][attribute] = float(torch.sigmoid(fitted[0].module(feats))[0, 0])
+                offset = fitted[0].metrics["training"]["decision_offset"][0]  # the attacker's own decision rule
+                out["private"][attribute] = float(torch.sigmoid(fitted[0].module(feats) - offset)[0, 0])
     return out
 
 

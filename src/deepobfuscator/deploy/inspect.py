@@ -83,7 +83,10 @@ class Reconstruction(BaseModel):
 
 
 class PrivateGuess(BaseModel):
-    """The best saved attacker's guess for one private attribute, beside its measured rates on the test split."""
+    """The best saved attacker's guess for one private attribute, beside its measured rates on the test split.
+
+    ``probability`` is read through the attacker's decision rule (its logits shifted by the offset it chose
+    on its validation images), so above 0.5 (or the largest class) is the class the attacker guesses."""
 
     name: str
     attacker: str
@@ -240,8 +243,11 @@ def _eavesdropper(run: InspectedRun, features: torch.Tensor, image: torch.Tensor
             continue
         best = fitted[0]
         spec = run.private.get(attribute) or {"name": attribute, "num_classes": 2, "classes": None}
+        # the attacker's own decision rule: the logit offset it chose on its validation images (issue 12)
+        offset = (best.metrics.get("training") or {}).get("decision_offset") or [0.0]
+        logits = best.module(features) - torch.tensor(offset, dtype=features.dtype)
         view.attributes.append(PrivateGuess(
-            name=attribute, attacker=best.attacker, probability=_probability(best.module(features), spec),
+            name=attribute, attacker=best.attacker, probability=_probability(logits, spec),
             classes=spec["classes"], balanced_accuracy=best.metrics.get("balanced_accuracy"),
             balanced_accuracy_ci95=best.metrics.get("balanced_accuracy_ci95"),
             majority_rate=best.metrics.get("majority_rate"), n=best.metrics.get("n")))
