@@ -136,3 +136,13 @@ def lfw_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for sex, names in lists.items():
         (root / f"{sex}_names.txt").write_text("\n".join(names) + "\n")
     return root
+
+
+@pytest.fixture(scope="module")
+def run_copy(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the session's tiny trained run per test module (attacks write into the run directory)."""
+    import shutil
+
+    target = tmp_path_factory.mktemp("attack") / "run"
+    shutil.copytree(trained_run, target)
+    return target

@@ -65,15 +65,21 @@ def _unbiased_alignment(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum() / torch.sqrt(((a * a).sum() * (b * b).sum()).clamp(min=1e-18))
 
 
+def _unbiased_measure(x: torch.Tensor, z: torch.Tensor, matrix: Callable[[torch.Tensor], torch.Tensor],
+                      name: str) -> torch.Tensor:
+    """Alignment of the U-centred ``matrix`` (distances or a kernel) of the flattened rows of ``x`` and ``z``."""
+    _check(x, z, name)
+    if len(x) < 4:
+        raise ValueError(f"{name}: needs at least 4 rows, got {len(x)}")
+    a = _u_centre(matrix(x.reshape(len(x), -1).double()))
+    b = _u_centre(matrix(z.reshape(len(z), -1).double()))
+    return _unbiased_alignment(a, b).to(z.dtype)
+
+
 def unbiased_dcor2(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Bias-corrected squared distance correlation: about 0 for independent batches (can dip below), 1 when
     identical; unlike the plain sample dCor it does not reward a batch of 32 for merely being small. N >= 4."""
-    _check(x, z, "unbiased_dcor2")
-    if len(x) < 4:
-        raise ValueError(f"unbiased_dcor2: needs at least 4 rows, got {len(x)}")
-    a = _u_centre(_pairwise_distances(x.reshape(len(x), -1).double()))
-    b = _u_centre(_pairwise_distances(z.reshape(len(z), -1).double()))
-    return _unbiased_alignment(a, b).to(z.dtype)
+    return _unbiased_measure(x, z, _pairwise_distances, "unbiased_dcor2")
 
 
 def _gaussian_gram(x: torch.Tensor) -> torch.Tensor:
@@ -88,12 +94,7 @@ def _gaussian_gram(x: torch.Tensor) -> torch.Tensor:
 def hsic(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Normalised debiased HSIC (debiased CKA) with Gaussian kernels, median-heuristic bandwidth: about 0 for
     independent batches, 1 for identical ones. N >= 4."""
-    _check(x, z, "hsic")
-    if len(x) < 4:
-        raise ValueError(f"hsic: needs at least 4 rows, got {len(x)}")
-    k = _u_centre(_gaussian_gram(x.reshape(len(x), -1).double()))
-    lk = _u_centre(_gaussian_gram(z.reshape(len(z), -1).double()))
-    return _unbiased_alignment(k, lk).to(z.dtype)
+    return _unbiased_measure(x, z, _gaussian_gram, "hsic")
 
 
 MEASURES: dict[str, Measure] = {"dcor": unbiased_dcor2, "hsic": hsic}

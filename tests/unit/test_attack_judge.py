@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +29,6 @@ from deepobfuscator.runs import RunDir
 QUICK = dict(recon_epochs=1, attr_epochs=1, batch_size=16, inversion_images=3, inversion_steps=3, reid_images=8,
              grid_images=4, bootstrap=10, constant_steps=3, mlp_hidden=16)
 
-
-@pytest.fixture(scope="module")
-def run_copy(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private copy of the session's tiny trained run (attacks write into the run directory)."""
-    target = tmp_path_factory.mktemp("judge") / "run"
-    shutil.copytree(trained_run, target)
-    return target
 
 
 def _ctx(image_size=(32, 32), **settings) -> AttackContext:

@@ -18,8 +18,9 @@ ATTACKERS: Registry[AttackerFactory] = Registry("attacker")
 
 def register_attacker(name: str, factory: AttackerFactory, description: str = "", *, replace: bool = False
                       ) -> AttackerFactory:
-    """Add an attacker factory under ``name`` (the attacker's own ``name`` must match)."""
-    return ATTACKERS.add(name, factory, description, replace=replace)
+    """Add an attacker factory under ``name`` (the attacker's own ``name`` must match); the listing shows
+    ``description``, by default the attacker's own."""
+    return ATTACKERS.add(name, factory, description or factory().description, replace=replace)
 
 
 def get_attackers(names: list[str] | None) -> list[Attacker]:
@@ -38,28 +39,22 @@ def get_attackers(names: list[str] | None) -> list[Attacker]:
     return out
 
 
-for _name, _factory, _text in (
+for _name, _factory, _text in (  # "": the attacker's own description
     ("mean_face", lambda: ConstantImage("mean_face", "mean", "floor: the mean training face"),
      "floor: the mean training face for every query"),
     ("median_face", lambda: ConstantImage("median_face", "median", "floor: the median training face"),
      "floor: the median training face for every query"),
     ("constant", lambda: ConstantImage("constant", "msssim", "floor: best constant image (MS-SSIM optimised)"),
      "floor: the constant image with the best validation MS-SSIM (mean, median or optimised)"),
-    ("mirror", lambda: LearnedReconstructor("mirror", "mirror", "AR: mirror of O (paper Table 1)"),
-     "AR: mirror of O (paper Table 1)"),
-    ("urec1", lambda: LearnedReconstructor("urec1", "urec1", "URec#1: one-level U-Net on the features"),
-     "URec#1: one-level U-Net on the features"),
-    ("urec2", lambda: LearnedReconstructor("urec2", "urec2", "URec#2: two-level U-Net on the features"),
-     "URec#2: two-level U-Net on the features"),
-    ("resrec", lambda: LearnedReconstructor("resrec", "resrec", "ResRec: residual blocks on the features"),
-     "ResRec: residual blocks on the features"),
+    ("mirror", lambda: LearnedReconstructor("mirror", "mirror", "AR: mirror of O (paper Table 1)"), ""),
+    ("urec1", lambda: LearnedReconstructor("urec1", "urec1", "URec#1: one-level U-Net on the features"), ""),
+    ("urec2", lambda: LearnedReconstructor("urec2", "urec2", "URec#2: two-level U-Net on the features"), ""),
+    ("resrec", lambda: LearnedReconstructor("resrec", "resrec", "ResRec: residual blocks on the features"), ""),
     ("inversion", WhiteBoxInversion, "white-box inversion of O, refining the best decoder (or noise)"),
-    ("vgg", lambda: AttributeAttacker("vgg", "vgg", "C's architecture (VGG16 blocks 3-5 + FCs)"),
-     "C's architecture (VGG16 blocks 3-5 + FCs)"),
-    ("resnet", lambda: AttributeAttacker("resnet", "resnet", "small ResNet head"), "small ResNet head"),
-    ("linear", lambda: AttributeAttacker("linear", "linear", "linear probe on globally pooled features"),
-     "linear probe on globally pooled features"),
-    ("mlp", lambda: AttributeAttacker("mlp", "mlp", "MLP on the flattened features"), "MLP on the flattened features"),
+    ("vgg", lambda: AttributeAttacker("vgg", "vgg", "C's architecture (VGG16 blocks 3-5 + FCs)"), ""),
+    ("resnet", lambda: AttributeAttacker("resnet", "resnet", "small ResNet head"), ""),
+    ("linear", lambda: AttributeAttacker("linear", "linear", "linear probe on globally pooled features"), ""),
+    ("mlp", lambda: AttributeAttacker("mlp", "mlp", "MLP on the flattened features"), ""),
     ("oracle", lambda: AttributeAttacker("oracle", "mlp", "floor: MLP on the deployed C's logits",
                                          through_classifier=True),
      "floor: MLP on the deployed C's output logits (what serving the task must leak)"),
