@@ -21,11 +21,16 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help=f"dataset loader name ({', '.join(LOADERS)}; default celeba)")
     p.add_argument("--task", type=csv_list, help="intended attributes, comma-separated (e.g. Smiling,High_Cheekbones)")
     p.add_argument("--private", type=csv_list, help="private attributes, comma-separated (e.g. Male,Heavy_Makeup)")
-    p.add_argument("--out", help="run directory (default: runs/<preset>-<method>)")
+    add_output_options(p, "runs/<preset>-<method>", "--set train.lr=1e-4 --set privacy.lambda1=5")
+
+
+def add_output_options(p: argparse.ArgumentParser, default_out: str, set_example: str) -> None:
+    """Where a run goes and how it is steered: --out, --seed, --resume, --set, --no-progress (image and text)."""
+    p.add_argument("--out", help=f"run directory (default: {default_out})")
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. --set train.lr=1e-4 --set privacy.lambda1=5 (repeatable)")
+                   help=f"config override, e.g. {set_example} (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

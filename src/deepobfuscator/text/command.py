@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..options import csv_list
+from ..options import add_output_options, csv_list
 
 
 def cmd_text_train(args: argparse.Namespace) -> int:
@@ -60,12 +60,7 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--task", type=csv_list, help="intended label columns, comma-separated (default: mention)")
     p.add_argument("--private", type=csv_list, help="private label columns, comma-separated (default: dialect)")
     p.add_argument("--defend", choices=["attributes", "none"], help="attributes: DeepObfuscator; none: no defence")
-    p.add_argument("--out", help="run directory (default: runs/<preset>-<defend>)")
-    p.add_argument("--seed", type=int, help="training seed")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. --set model.hidden=128 --set privacy.lambda1=2 (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_output_options(p, "runs/<preset>-<defend>", "--set model.hidden=128 --set privacy.lambda1=2")
     p.set_defaults(handler=cmd_text_train)
     p = sub.add_parser("text-check", help="read a text data root and summarise it")
     p.add_argument("root")
