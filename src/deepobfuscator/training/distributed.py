@@ -179,8 +179,10 @@ def init_distributed(device: str = "auto", timeout_minutes: float | None = None)
 
 
 def shutdown() -> None:
-    """Leave the process group if this process joined one."""
+    """Leave the process group if this process joined one (after a barrier: a rank that tears gloo down while
+    another still talks to it can abort with "terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
