@@ -8,7 +8,9 @@
   by the median heuristic.
 * :func:`within_class_dependence`: either measure between features and the private labels computed
   *separately within each intended-label class* and averaged (weighted by class size), so the part of the
-  private attribute that the intended one implies (e.g. Male given Smiling) is not penalised.
+  private attribute that the intended one implies (e.g. Male given Smiling) is not penalised;
+  :func:`conditional_dependence` does the same against any target batch (hardened's image term: everything
+  about the image beyond the intended label).
 Everything is differentiable with respect to the features and works on batch statistics only.
 """
 from __future__ import annotations
@@ -114,11 +116,20 @@ def within_class_dependence(feats: torch.Tensor, private: torch.Tensor, task: to
     ``task`` groups rows by the joint value of its columns; groups with fewer than ``min_class`` rows, or in
     which the private labels are constant (nothing to depend on), are skipped; 0 when no group qualifies.
     """
+    return conditional_dependence(feats, label_matrix(private).to(feats.device), task, measure, min_class)
+
+
+def conditional_dependence(feats: torch.Tensor, target: torch.Tensor, task: torch.Tensor, measure: str = "dcor",
+                           min_class: int = 8) -> torch.Tensor:
+    """Dependence between ``feats`` and any ``target`` batch (one-hot labels, downsampled images, ...) within
+    each ``task`` class, size-weighted mean; groups smaller than ``min_class`` or with a constant target are
+    skipped (0 when none qualifies)."""
     if measure not in MEASURES:
         raise ValueError(f"unknown dependence measure {measure!r} (known: {', '.join(MEASURES)})")
+    _check(feats, target, "conditional_dependence")
     fn = MEASURES[measure]
     groups = task.long().reshape(len(task), -1)
-    target = label_matrix(private).to(feats.device)
+    target = target.reshape(len(target), -1)
     flat = feats.reshape(len(feats), -1)
     total, weight = feats.new_zeros(()), 0
     for value in torch.unique(groups, dim=0):

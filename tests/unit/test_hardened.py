@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from deepobfuscator.config import ConfigError, RunConfig, preset
 from deepobfuscator.data.index import AttributeSpec
 from deepobfuscator.dependence import (
-    distance_correlation, hsic, label_matrix, unbiased_dcor2, within_class_dependence,
+    conditional_dependence, distance_correlation, hsic, label_matrix, unbiased_dcor2, within_class_dependence,
 )
 from deepobfuscator.experiments import load_sweep
 from deepobfuscator.losses import attribute_loss, prediction_entropy_loss
@@ -133,6 +133,35 @@ def test_within_class_dependence_ignores_what_the_intended_label_implies() -> No
 def test_within_class_dependence_skips_classes_without_private_variation() -> None:
     feats = torch.randn(10, 3)
     assert within_class_dependence(feats, torch.zeros(10, 1, dtype=torch.long), torch.zeros(10, 1)).item() == 0.0
+
+
+def test_conditional_dependence_on_images_penalises_what_goes_beyond_the_intended_label() -> None:
+    """The image term: features that are a function of the intended label only score about 0 within each
+    class; features that copy part of the image score high; a batch-size mismatch is an error."""
+    torch.manual_seed(0)
+    n = 400
+    task = torch.randint(0, 2, (n, 1))
+    images = torch.rand(n, 3, 8, 8) + task.float().view(n, 1, 1, 1)  # the images differ by class too
+    only_task = task.float().repeat(1, 4) + 0.1 * torch.randn(n, 4)
+    copies = images[:, 0, :2, :2].reshape(n, 4)
+    for measure in ("dcor", "hsic"):
+        assert abs(conditional_dependence(only_task, images, task, measure).item()) < 0.03
+        assert conditional_dependence(copies, images, task, measure).item() > 0.1
+    assert unbiased_dcor2(only_task, images.reshape(n, -1)).item() > 0.3  # unconditionally, the label is dependent
+    with pytest.raises(ValueError, match="batch sizes"):
+        conditional_dependence(only_task, images[:-1], task)
+
+
+def test_image_term_enters_the_pretraining_loss(tmp_path, tiny_cfg) -> None:
+    tiny_cfg.method = "hardened"
+    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "mu": 0.0, "mu_image": 2.0, "image_pool": 2}
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
+    out = trainer.step_pretrain(batch, 0)
+    assert "dep_img" in out and "dep" not in out and math.isfinite(out["dep_img"])
+    tiny_cfg.baseline = {"image_pool": 0}
+    with pytest.raises(ConfigError, match="image_pool"):
+        hardened.params(tiny_cfg)
 
 
 def test_plain_sample_distance_correlation_is_biased_on_small_batches() -> None:
@@ -294,3 +323,22 @@ def test_warm_epochs_train_the_front_with_the_auxiliary_head_only(tmp_path, tiny
     assert any(not torch.equal(a, b) for a, b in zip(front, trainer.modules.obfuscator.front.parameters()))
     trainer.position.epoch = 1  # after the warm epochs: the bottleneck path trains
     assert "L_C" in trainer.step_pretrain(batch, 0)
+
+
+def test_image_term_ramps_in_over_the_first_bottleneck_epochs(tmp_path, tiny_cfg) -> None:
+    tiny_cfg.method = "hardened"
+    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 1, "mu_image": 1.0, "image_ramp_epochs": 2}
+    tiny_cfg.train.epochs_pretrain = 5
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    shares = []
+    for epoch in range(5):
+        trainer.position.epoch = epoch
+        shares.append(trainer.image_ramp())
+    assert shares == [0.0, 0.0, 0.5, 1.0, 1.0]  # warm epoch, first bottleneck epoch, then linear to full
+    batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
+    trainer.position.epoch = 1
+    assert "dep_img" not in trainer.step_pretrain(batch, 0)
+    trainer.position.epoch = 3
+    assert "dep_img" in trainer.step_pretrain(batch, 0)
+    trainer.position.stage, trainer.position.epoch = 2, 0  # the adversarial stage: full weight
+    assert trainer.image_ramp() == 1.0

@@ -10,8 +10,13 @@ Four mechanisms, each a config knob (method parameters live in ``baseline.*``, t
    updates per obfuscator step and one member re-initialised every ``restart_every`` steps; O plays the
    bounded entropy objective against the strongest member (or their mean). The paper's reconstruction term
    ``lambda2 * (L(AR2) - L(AR1))`` against the run's AR stays (``privacy.defend``).
-3. An adversary-free penalty: distance correlation (or HSIC) between the sent features' mean and the
-   private labels *within each intended-label class*, weight ``mu``, in every stage that trains O.
+3. Adversary-free penalties on the sent features' *mean* (so averaging repeated queries gains nothing they
+   did not already carry): distance correlation (or HSIC) with the private labels *within each
+   intended-label class*, weight ``mu``; and with the image itself (average-pooled by ``image_pool``),
+   again within each intended-label class, weight ``mu_image``: whatever the features say about the face
+   beyond the intended label is penalised, which is what reconstruction and re-identification feed on.
+   Both act in every stage that trains O; the image term can ramp in over ``image_ramp_epochs`` (a cold
+   bottleneck must first learn the intended label, or the term flattens it before it carries anything).
 4. The deployed checkpoint is chosen by an audit (fresh linear + small CNN attackers, fixed budget) at the
    end of stage 1 and of every adversarial epoch: lowest audit leakage among epochs whose validation utility
    stays within ``max_utility_drop`` of stage 1's; ``audit_selection.json`` records which epoch won.
@@ -29,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ..config import ConfigError, RunConfig
 from ..data import Batch
-from ..dependence import MEASURES, within_class_dependence
+from ..dependence import MEASURES, conditional_dependence, within_class_dependence
 from ..losses import attribute_loss, reconstruction_losses
 from ..models import build_classifier
 from ..models.bottleneck import bottleneck_of
@@ -53,6 +59,9 @@ AUDIT_BEST = "audit_best.safetensors"  # under checkpoints/
 DEFAULTS: dict[str, Any] = {
     "mu": 1.0,  # within-class dependence penalty weight
     "dependence": "dcor",  # dcor | hsic
+    "mu_image": 0.0,  # within-class dependence penalty weight against the (downsampled) image itself
+    "image_pool": 4,  # the image term's average-pooling factor (64x64 -> 16x16)
+    "image_ramp_epochs": 0,  # the image term's weight grows linearly over the first N bottleneck epochs of stage 1
     "beta": 0.0,  # VIB KL weight (meaningful with model.bottleneck_learn_sigma)
     "warm_epochs": 0,  # first stage-1 epochs that train only O's front with an Encoder-style head (no bottleneck)
     "aux_epochs": 2,  # first stage-1 epochs (after the warm ones) that keep that head as deep supervision: a cold
@@ -78,6 +87,8 @@ def params(cfg: RunConfig) -> dict[str, Any]:
     p = {**DEFAULTS, **cfg.baseline}
     try:
         out = {"mu": float(p["mu"]), "dependence": str(p["dependence"]), "beta": float(p["beta"]),
+               "mu_image": float(p["mu_image"]), "image_pool": int(p["image_pool"]),
+               "image_ramp_epochs": int(p["image_ramp_epochs"]),
                "warm_epochs": int(p["warm_epochs"]), "aux_epochs": int(p["aux_epochs"]),
                "aux_weight": float(p["aux_weight"]), "init_from": str(p["init_from"] or ""),
                "adversaries": [str(a) for a in (p["adversaries"] or [])],
@@ -90,8 +101,11 @@ def params(cfg: RunConfig) -> dict[str, Any]:
     for key, allowed in (("dependence", tuple(MEASURES)), ("against", TARGETS), ("objective", OBJECTIVES)):
         if out[key] not in allowed:
             raise ConfigError(f"config.yaml baseline.{key}: must be one of {allowed}, got {out[key]!r}")
-    if out["mu"] < 0 or out["beta"] < 0 or out["attacker_steps"] < 1 or out["restart_every"] < 0:
-        raise ConfigError(f"config.yaml baseline: mu, beta, restart_every must be >= 0 and attacker_steps >= 1, "
+    if (out["mu"] < 0 or out["mu_image"] < 0 or out["beta"] < 0 or out["attacker_steps"] < 1
+            or out["restart_every"] < 0 or out["image_pool"] < 1 or out["image_ramp_epochs"] < 0):
+        raise ConfigError(f"config.yaml baseline: mu, mu_image, beta, restart_every, image_ramp_epochs must be >= 0 "
+                          f"and attacker_steps, "
+                          f"image_pool >= 1, "
                           f"got {dict(p)}")
     return out
 
@@ -180,15 +194,30 @@ class HardenedTrainer(Trainer):
         return self.bottleneck.add_noise(mean), mean
 
     def regularisers(self, batch: Batch, mean: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """mu * within-class dependence(mean, private | task) + beta * VIB KL."""
+        """mu * dep(mean, private | task) + mu_image * dep(mean, image | task) + beta * VIB KL."""
         loss, out = mean.new_zeros(()), {}
         if self.params["mu"] > 0 and self.has_private:
             dep = within_class_dependence(mean, batch.private, batch.task, self.params["dependence"])
             loss, out["dep"] = loss + self.params["mu"] * dep, dep.item()
+        weight = self.params["mu_image"] * self.image_ramp()
+        if weight > 0:
+            pool = self.params["image_pool"]
+            small = F.avg_pool2d(batch.images, pool) if pool > 1 else batch.images
+            dep = conditional_dependence(mean, small, batch.task, self.params["dependence"])
+            loss, out["dep_img"] = loss + weight * dep, dep.item()
         if self.params["beta"] > 0 and self.bottleneck is not None:
             kl = self.bottleneck.kl(mean)
             loss, out["kl"] = loss + self.params["beta"] * kl, kl.item()
         return loss, out
+
+    def image_ramp(self) -> float:
+        """The image term's share of ``mu_image`` now: 0 in the first stage-1 epoch that trains the bottleneck,
+        growing linearly to 1 over ``image_ramp_epochs`` (a cold bottleneck first learns the intended label);
+        1 without a ramp and in every later stage."""
+        ramp = self.params["image_ramp_epochs"]
+        if not ramp or self.position.stage != 0:
+            return 1.0
+        return min(1.0, max(0.0, (self.position.epoch - self.params["warm_epochs"]) / ramp))
 
     def step_pretrain(self, batch: Batch, step: int) -> dict[str, float]:
         """Stage 1: O (with bottleneck) and C on L(C) + regularisers (+ the auxiliary head's L(C) early on)."""
