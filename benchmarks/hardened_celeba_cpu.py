@@ -53,6 +53,7 @@ CONFIGS: dict[str, tuple[str, list[str]]] = {
 # warm-started from the Encoder run of the same --out ({encoder}): the 1-channel noisy bottleneck trained from a cold
 # O stays near chance for its first epochs (measured: Smiling 0.69 after 4 epochs, Encoder 0.84)
 WARM = ["baseline.init_from={encoder}", "baseline.aux_epochs=0", "train.epochs_attacker=1"]
+IMG_RAMP = ["baseline.image_ramp_epochs=3", "train.epochs_pretrain=7"]
 CONFIGS.update({
     "hw-k1-s1-capacity": ("hardened", WARM + ["baseline.mu=0", "baseline.adversaries=[]"]),
     "hw-k1-s1-dcor1": ("hardened", WARM + ["baseline.mu=1", "baseline.adversaries=[]"]),
@@ -62,6 +63,15 @@ CONFIGS.update({
     "hw-k1-s15-dcor1": ("hardened", WARM + ["model.bottleneck_sigma=1.5", "baseline.mu=1", "baseline.adversaries=[]"]),
     "hw-k1-s1-dcor1-ens2": ("hardened", WARM + ["baseline.mu=1", "train.epochs_adversarial=2"]),
     "hw-k2-s1-dcor1": ("hardened", WARM + ["model.bottleneck_channels=2", "baseline.mu=1", "baseline.adversaries=[]"]),
+    # the image term: within-class dependence of the sent mean on the 16x16 image (reconstruction, re-ID, m=8)
+    "hw-k1-s1-dcor1-img1": ("hardened", WARM + ["baseline.mu=1", "baseline.mu_image=1", "baseline.adversaries=[]"]),
+    # ... ramped in over 3 epochs (without the ramp a cold bottleneck never learns Smiling: 0.66 after 4 epochs)
+    "hw-k1-s1-dcor1-img03r": ("hardened", WARM + IMG_RAMP + ["baseline.mu=1", "baseline.mu_image=0.3",
+                                                             "baseline.adversaries=[]"]),
+    "hw-k1-s1-dcor1-img1r": ("hardened", WARM + IMG_RAMP + ["baseline.mu=1", "baseline.mu_image=1",
+                                                            "baseline.adversaries=[]"]),
+    "hw-k1-s1-dcor1-img3r": ("hardened", WARM + IMG_RAMP + ["baseline.mu=1", "baseline.mu_image=3",
+                                                            "baseline.adversaries=[]"]),
 })
 PRESETS = {"preset-celeba-cpu-hardened": "celeba-cpu-hardened"}  # configs trained from another preset
 CONFIGS["preset-celeba-cpu-hardened"] = ("hardened", [])
