@@ -87,7 +87,23 @@ def test_export_checks_the_deterministic_part_and_keeps_the_noise_in_the_graph(h
     assert card["parity"]["classifier"]["max_abs_diff"] <= 1e-4
 
 
-def test_export_refuses_int8_for_a_noisy_bottleneck(hardened_run: Path, tmp_path: Path) -> None:
-    with pytest.raises((ValueError, SystemExit)):
-        assert main(["export", str(hardened_run), "--int8", "--out", str(tmp_path / "q")]) != 0
-        raise SystemExit(1)
+def test_export_int8_quantises_the_deterministic_part_and_appends_fresh_noise(hardened_run: Path,
+                                                                              tmp_path: Path) -> None:
+    import onnx
+
+    from deepobfuscator.deploy.sessions import open_session, run_batched
+
+    out = tmp_path / "q"
+    assert main(["export", str(hardened_run), "--int8", "--out", str(out), "--calibration-images", "16"]) == 0
+    card = json.loads((out / "model-card.json").read_text())
+    assert set(card["files"]) == {"obfuscator", "classifier", "obfuscator_int8"}
+    assert not (out / "obfuscator.mean.onnx").exists() and not (out / "obfuscator.mean.int8.onnx").exists()
+    noise = card["parity"]["obfuscator_int8_noise"]
+    assert noise["fresh_per_call"] and np.allclose(noise["measured_std"], noise["sigma"], rtol=0.15)
+    ops = [n.op_type for n in onnx.load(str(out / "obfuscator.int8.onnx")).graph.node]
+    assert "QuantizeLinear" in ops and ops[-3:] == ["RandomNormalLike", "Mul", "Add"]
+    session = open_session(out / "obfuscator.int8.onnx")
+    x = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    a, b = run_batched(session, x), run_batched(session, x)
+    assert a.shape == (4, 2, 8, 8) and not np.allclose(a, b)
+    assert set(card["int8"]["accuracy"]) >= {"fp32", "int8_obfuscator"}

@@ -25,7 +25,7 @@ from ..models.bottleneck import bottleneck_of, deterministic
 from ..runs import RunDir, open_run_data
 from ..utils import atomic_write_json
 from .card import CARD_NAME, build_model_card, file_entry
-from .stochastic import check_noise
+from .stochastic import append_onnx_noise, check_noise
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -117,9 +117,6 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None, int8: 
     images = images_to_tensor(np.asarray(data.images[np.sort(data.split["test"][:parity_images])]))
     features = reference_obfuscate(cfg, modules, images)
     noisy = bottleneck_of(modules.obfuscator)
-    if noisy is not None and int8:
-        raise ValueError("--int8 is not supported for an obfuscator with a noisy bottleneck (the noise op is in "
-                         "the graph); export it in float32")
     with torch.no_grad():
         logits = modules.classifier(features)
     suffix = FORMATS[fmt]
@@ -133,6 +130,9 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None, int8: 
                 _export(fmt, module, x, paths[name], names)
             parity[name] = {**check_parity(paths[name], load_runner(paths[name], fmt), x.numpy(), ref.numpy(),
                                            tolerance), "part": "deterministic (bottleneck noise off)"}
+            if int8:  # int8 quantises the deterministic part; the noise is appended afterwards
+                paths["obfuscator_mean"] = out / f"obfuscator.mean{suffix}"
+                paths[name].replace(paths["obfuscator_mean"])
             _export(fmt, module, x, paths[name], names)
             parity["obfuscator_noise"] = check_noise(load_runner(paths[name], fmt), x.numpy(), ref.numpy(),
                                                      noisy.sigma.detach().cpu().numpy())
@@ -151,11 +151,15 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None, int8: 
                       "exporter": ("torch.onnx.export(dynamo=False), legacy TorchScript-based, opset %d" % OPSET
                                    if fmt == "onnx" else "torch.jit.trace"),
                       "torch": torch.__version__}
+    if int8:
+        sigma = noisy.sigma.detach().cpu().numpy() if noisy is not None else None
+        card["int8"] = _export_int8(out, paths, data, calibration_images, eval_images, card["attributes"], sigma)
+        paths["obfuscator_int8"] = out / "obfuscator.int8.onnx"
+        if sigma is not None:
+            parity["obfuscator_int8_noise"] = card["int8"].pop("noise")
+            paths.pop("obfuscator_mean").unlink()  # the int8 file and the fp32 noisy file are what ships
     card["files"] = {k: file_entry(p, out) for k, p in paths.items()}
     card["parity"] = parity
-    if int8:
-        card["int8"] = _export_int8(out, paths, data, calibration_images, eval_images, card["attributes"])
-        card["files"]["obfuscator_int8"] = file_entry(out / "obfuscator.int8.onnx", out)
     atomic_write_json(out / CARD_NAME, card)
     return card
 
@@ -169,15 +173,30 @@ def _export(fmt: str, module: nn.Module, x: torch.Tensor, path: Path, names: tup
 
 
 def _export_int8(out: Path, paths: dict[str, Path], data: Any, calibration_images: int, eval_images: int | None,
-                 attributes: list[dict]) -> dict[str, Any]:
-    """Quantise O on training images and report C's accuracy on its features against fp32."""
+                 attributes: list[dict], sigma: np.ndarray | None = None) -> dict[str, Any]:
+    """Quantise O on training images and report C's accuracy on its features against fp32. With a noisy
+    bottleneck (``sigma``) the deterministic part is quantised and the noise appended behind it; the report's
+    ``noise`` entry checks the int8 file's noise against the quantised deterministic part."""
     import onnxruntime
 
     from .quantize import int8_report, quantize_static_onnx
+    from .sessions import open_session, run_batched
 
     calib, _ = _float_images(data, data.split["train"][:calibration_images])
     target = out / "obfuscator.int8.onnx"
-    quantize_static_onnx(paths["obfuscator"], target, [calib[i:i + 16] for i in range(0, len(calib), 16)])
+    batches = [calib[i:i + 16] for i in range(0, len(calib), 16)]
+    noise = None
+    if sigma is None:
+        quantize_static_onnx(paths["obfuscator"], target, batches)
+    else:
+        mean_int8 = out / "obfuscator.mean.int8.onnx"
+        quantize_static_onnx(paths["obfuscator_mean"], mean_int8, batches)
+        append_onnx_noise(mean_int8, target, sigma)
+        probe = calib[:32]
+        reference = run_batched(open_session(mean_int8), probe)
+        session = open_session(target)
+        noise = check_noise(lambda x: run_batched(session, x), probe, reference, sigma)
+        mean_int8.unlink()
     test_idx = data.split["test"] if eval_images is None else data.split["test"][:eval_images]
     images, order = _float_images(data, test_idx)
     report = int8_report(paths["obfuscator"], target, paths["classifier"], images, data.task[order], attributes,
@@ -185,6 +204,9 @@ def _export_int8(out: Path, paths: dict[str, Path], data: Any, calibration_image
     report["method"] = ("onnxruntime.quantization.quantize_static: QDQ, uint8 activations, int8 per-channel "
                         "weights, MinMax calibration on training images")
     report["onnxruntime"] = onnxruntime.__version__
+    if noise is not None:
+        report["method"] += "; the bottleneck's noise appended behind the quantised deterministic part"
+        report["noise"] = noise
     return report
 
 

@@ -5,9 +5,13 @@ The phone's exported O adds fresh Gaussian noise per request itself (ONNX ``Rand
 parts: the deterministic part (O exported with the noise off) against PyTorch within tolerance, and the
 deployed file's noise against the bottleneck's: fresh draws on every call, per-channel std within
 ``rel_tolerance`` of sigma and mean close to 0, measured as (deployed output - deterministic reference).
+
+int8: the deterministic part is quantised on its own (calibrating a graph with a random op would calibrate on
+noise), then :func:`append_onnx_noise` adds the same fresh per-call noise behind the quantised graph.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -38,3 +42,29 @@ def check_noise(runner: Runner, inputs: np.ndarray, mean_reference: np.ndarray, 
                                f"the bottleneck's sigma is {sigma.round(4).tolist()} (tolerance {rel_tolerance:.0%})")
     return {"sigma": sigma.round(6).tolist(), "measured_std": std.round(6).tolist(), "measured_mean": round(mean, 6),
             "draws": draws, "images": int(len(inputs)), "fresh_per_call": True, "added_by": "exported graph"}
+
+
+def append_onnx_noise(src: Path, dst: Path, sigma: np.ndarray) -> None:
+    """Copy the ONNX model ``src`` to ``dst`` with ``output + RandomNormalLike(output) * sigma`` (per channel,
+    dimension 1) as its output, under the same output name."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    if len(graph.output) != 1:
+        raise ValueError(f"{src}: expected one output to add noise to, found {len(graph.output)}")
+    name = graph.output[0].name
+    mean = f"{name}_mean"
+    for node in graph.node:  # the deterministic output is renamed; the noisy sum takes its name
+        node.output[:] = [mean if o == name else o for o in node.output]
+        node.input[:] = [mean if i == name else i for i in node.input]
+    std = np.asarray(sigma, dtype=np.float32).reshape(1, -1, 1, 1)
+    graph.initializer.append(numpy_helper.from_array(std, f"{name}_sigma"))
+    graph.node.extend([
+        helper.make_node("RandomNormalLike", [mean], [f"{name}_eps"], dtype=TensorProto.FLOAT, mean=0.0, scale=1.0),
+        helper.make_node("Mul", [f"{name}_eps", f"{name}_sigma"], [f"{name}_noise"]),
+        helper.make_node("Add", [mean, f"{name}_noise"], [name]),
+    ])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
