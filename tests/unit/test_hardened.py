@@ -276,6 +276,8 @@ def test_hardened_is_a_registered_method_trained_by_its_own_trainer() -> None:
 def test_preset_celeba_cpu_hardened_records_its_configuration() -> None:
     cfg = preset("celeba-cpu-hardened")
     assert cfg.method == "hardened" and cfg.model.bottleneck_channels >= 1 and cfg.model.bottleneck_sigma > 0
+    p = hardened.params(cfg)
+    assert p["mu"] > 0 and p["mu_image"] > 0 and p["image_ramp_epochs"] < cfg.train.epochs_pretrain - p["warm_epochs"]
 
 
 def test_hardened_benchmark_sweep_file_configures_every_run() -> None:
@@ -290,6 +292,7 @@ def test_hardened_benchmark_sweep_file_configures_every_run() -> None:
     assert by_name["h-k1-s125-dcor1"].model.bottleneck_sigma == 1.25
     assert by_name["h-k1-s1-dcor1"].train.epochs_pretrain == 8 and by_name["h-k1-s1-dcor1"].baseline["warm_epochs"] == 4
     assert by_name["h-k1-s1-dcor1-ens"].train.epochs_adversarial > 0 == by_name["h-k1-s1-dcor1"].train.epochs_adversarial
+    assert hardened.params(by_name["h-k1-s1-dcor1-img1"])["mu_image"] == 1.0
 
 
 def test_init_from_loads_a_finished_runs_obfuscator_into_the_front(tmp_path, trained_run) -> None:
