@@ -9,7 +9,13 @@ image and scored on the test split (`training.audit.audit_leakage`, "flat" colum
 linear attacker only sees globally pooled features. Finished steps are skipped on rerun.
 
     OMP_NUM_THREADS=1 python benchmarks/hardened_celeba_cpu.py --out runs/hardened-celeba-cpu
-    python benchmarks/hardened_celeba_cpu.py --out runs/hardened-celeba-cpu --table-only
+    python benchmarks/hardened_celeba_cpu.py --out runs/hardened-celeba-cpu --table-only --figure front.png \
+        --reference dobf10=runs/dobf10     # any attacked run of another method, drawn beside
+
+Attack budget per configuration: the attribute attackers (vgg, resnet, linear, mlp, the oracle floor) on every
+train-split image, epoch cap 60, early stopping; then the decoders (mirror, urec1, resrec, inversion refining
+the best, and the image floors) into RUN/recon/attack.json, epoch cap 20 on a seeded 3200-image subset, with
+re-identification over 400 queries.
 
 Label floor: the best balanced accuracy of predicting Male from the Smiling label alone, on the test split.
 Goal (issue 13): Smiling within 3 points of the Encoder, best Male balanced accuracy <= 0.60, best MS-SSIM
@@ -73,8 +79,11 @@ CONFIGS.update({
     "hw-k1-s1-dcor1-img3r": ("hardened", WARM + IMG_RAMP + ["baseline.mu=1", "baseline.mu_image=3",
                                                             "baseline.adversaries=[]"]),
 })
-PRESETS = {"preset-celeba-cpu-hardened": "celeba-cpu-hardened"}  # configs trained from another preset
+PRESETS = {"preset-celeba-cpu-hardened": "celeba-cpu-hardened",  # configs trained from another preset
+           "preset-celeba-cpu-hardened-split1": "celeba-cpu-hardened"}
 CONFIGS["preset-celeba-cpu-hardened"] = ("hardened", [])
+# the same preset on another train/val/test split of the images (and run seed --seed): nothing tuned to one split
+CONFIGS["preset-celeba-cpu-hardened-split1"] = ("hardened", ["data.split_seed=1"])
 DEFAULT = ["encoder", "hw-k1-s1-capacity", "hw-k1-s1-dcor1", "hw-k1-s1-dcor1-ens2", "preset-celeba-cpu-hardened"]
 
 
@@ -108,27 +117,29 @@ def train(name: str, out: Path, data: Path, threads: int, seed: int, log: Path) 
     return seconds
 
 
-def epoch_caps(attr_epochs: int | None, recon_epochs: int | None) -> list[str]:
-    """`deepobf attack` epoch caps (none given: the suite's own caps; early stopping decides below them)."""
-    return ((["--attr-epochs", str(attr_epochs)] if attr_epochs else [])
-            + (["--recon-epochs", str(recon_epochs)] if recon_epochs else []))
+ATTRIBUTE_ATTACKERS = "vgg,resnet,linear,mlp,oracle,constant,mean_face,median_face"
+DECODERS = "constant,mean_face,median_face,mirror,urec1,resrec,inversion"
 
 
-def attack(out: Path, threads: int, attr_epochs: int | None, recon_epochs: int | None, log: Path,
-           attackers: str | None) -> None:
-    """`deepobf attack` (optional epoch caps) unless attack.json exists."""
+def attack(out: Path, threads: int, attackers: str, attr_epochs: int | None, log: Path) -> None:
+    """`deepobf attack` with the attribute attackers on every train-split image (and the image floors), unless
+    attack.json exists; early stopping below the epoch cap."""
     if (out / "attack.json").is_file():
         return
-    run(["deepobf", "attack", str(out), "--no-progress", "--threads", str(threads), "--inversion-steps", "400",
-         *epoch_caps(attr_epochs, recon_epochs)] + (["--attackers", attackers] if attackers else []), log)
+    caps = ["--attr-epochs", str(attr_epochs)] if attr_epochs else []
+    run(["deepobf", "attack", str(out), "--no-progress", "--threads", str(threads), "--attackers", attackers, *caps], log)
 
 
-def extra_recon(out: Path, threads: int, attackers: str, epochs: int | None, log: Path) -> None:
-    """A second `deepobf attack` with more decoders into RUN/recon/attack.json (merged into the row's best)."""
+def attack_decoders(out: Path, threads: int, decoders: str, epochs: int, images: int, reid_images: int,
+                    log: Path) -> None:
+    """A second `deepobf attack` with the decoders (and re-identification) into RUN/recon/attack.json: at most
+    ``epochs`` epochs (early stopping below) on a seeded subset of ``images`` train-split images (decoders on
+    2 shared cores cost about 20 minutes each on all 6400), ``reid_images`` re-identification queries."""
     if (out / "recon" / "attack.json").is_file():
         return
-    run(["deepobf", "attack", str(out), "--out", str(out / "recon" / "attack.json"), "--attackers", attackers,
-         "--inversion-steps", "400", "--threads", str(threads), "--no-progress", *epoch_caps(None, epochs)], log)
+    run(["deepobf", "attack", str(out), "--out", str(out / "recon" / "attack.json"), "--attackers", decoders,
+         "--recon-epochs", str(epochs), "--max-train-images", str(images), "--reid-images", str(reid_images),
+         "--inversion-steps", "400", "--threads", str(threads), "--no-progress"], log)
 
 
 def flat_audit(out: Path, epochs: int) -> dict:
@@ -162,25 +173,33 @@ def row(name: str, out: Path) -> dict:
     summary = json.loads((out / "train_summary.json").read_text())
     att = json.loads((out / "attack.json").read_text()) if (out / "attack.json").is_file() else None
     flat = json.loads((out / "bench_flat_audit.json").read_text()) if (out / "bench_flat_audit.json").is_file() else None
-    seconds = json.loads((out / "bench_train_seconds.json").read_text())["seconds"]
+    stamp = out / "bench_train_seconds.json"
+    seconds = json.loads(stamp.read_text())["seconds"] if stamp.is_file() else None
     sel = out / "audit_selection.json"
     r = {"name": name, "smiling": summary["test"]["C_acc"]["Smiling"], "smiling_majority": summary["majority_rate"]["Smiling"],
          "train_s": seconds, "selected": json.loads(sel.read_text())["selected"] if sel.is_file() else None}
     if att:
         male = att["privacy"]["Male"]
-        r.update(smiling_attack=att["utility"]["Smiling"]["accuracy"], male_bacc=male["balanced_accuracy"],
+        r.update(smiling_attack=att["utility"]["Smiling"]["accuracy"],
+                 smiling_ci=att["utility"]["Smiling"]["accuracy_ci95"], male_bacc=male["balanced_accuracy"],
+                 oracle_floor=(male.get("oracle_floor") or {}).get("balanced_accuracy"),
                  male_ci=male["balanced_accuracy_ci95"], male_best=male["best_attacker"],
                  male_majority=male["majority_rate"], msssim=att["reconstruction"]["ms_ssim"],
-                 msssim_best=att["reconstruction"]["best_attacker"],
+                 msssim_ci=att["reconstruction"].get("ms_ssim_ci95"), msssim_best=att["reconstruction"]["best_attacker"],
+                 msssim_floor=(att["reconstruction"].get("floor") or {}).get("ms_ssim"),
                  reid=(att.get("reid") or {}).get("same_image"),
                  male_m8=((att.get("repeated") or {}).get("8", {}).get("privacy", {}).get("Male") or {}).get(
                      "balanced_accuracy"))
         recon = out / "recon" / "attack.json"
         if recon.is_file():  # the extra decoders: keep the best reconstruction and re-identification
             extra = json.loads(recon.read_text())
-            if extra["reconstruction"]["ms_ssim"] > r["msssim"]:
-                r.update(msssim=extra["reconstruction"]["ms_ssim"], msssim_best=extra["reconstruction"]["best_attacker"])
+            rec = extra["reconstruction"]
+            if r["msssim"] is None or (rec["ms_ssim"] or 0.0) > r["msssim"]:
+                r.update(msssim=rec["ms_ssim"], msssim_best=rec["best_attacker"], msssim_ci=rec.get("ms_ssim_ci95"))
+            r["msssim_floor"] = max(r.get("msssim_floor") or 0.0, (rec.get("floor") or {}).get("ms_ssim") or 0.0) or None
             r["reid"] = max(r["reid"] or 0.0, (extra.get("reid") or {}).get("same_image") or 0.0)
+            r["reid_n"] = (extra.get("reid") or {}).get("same_image_n")
+            r["msssim_m8"] = ((extra.get("repeated") or {}).get("8", {}).get("reconstruction") or {}).get("ms_ssim")
     if flat:
         r["flat"] = {k: flat[k]["Male"] for k in ("linear", "cnn")}
     return r
@@ -191,41 +210,95 @@ def format_table(rows: list[dict], floor: float | None) -> str:
     lines = [f"Label floor (Male from Smiling alone, test split): {floor:.3f}" if floor is not None else "",
              "Best constant image MS-SSIM: ~0.40 at 64 px (issue 12); re-ID chance 0.25",
              "train s: wall seconds on 2 shared cores; hw-* runs start from the Encoder's O, whose time is not included",
-             "m=8: the best Male attacker on features averaged over 8 draws per image (repeated queries)",
+             "m=8: the best attacker on features averaged over 8 draws per image (repeated queries): Male / MS-SSIM",
              "",
              "| config | Smiling acc (majority) | best Male bal. acc [95% CI] (attacker; majority) | m=8 | flat linear / "
-             "CNN (fresh draws) | best MS-SSIM (attacker) | re-ID same image | train s | audit choice (val leakage) |",
+             "CNN (fresh draws) | best MS-SSIM [95% CI] (attacker; floor) | re-ID same image (queries) | train s | "
+             "audit choice (val leakage) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         male = (f"{r['male_bacc']:.3f} [{r['male_ci'][0]:.3f}, {r['male_ci'][1]:.3f}] ({r['male_best']}; "
                 f"{r['male_majority']:.3f})" if "male_bacc" in r else "not attacked")
         flat = f"{r['flat']['linear']:.3f} / {r['flat']['cnn']:.3f}" if "flat" in r else "-"
-        ms = f"{r['msssim']:.3f} ({r['msssim_best']})" if "msssim" in r else "-"
-        reid = f"{r['reid']:.3f}" if r.get("reid") is not None else "-"
-        m8 = f"{r['male_m8']:.3f}" if r.get("male_m8") is not None else "-"
+        ci = r.get("msssim_ci") or [float("nan")] * 2
+        mfloor = "-" if r.get("msssim_floor") is None else f"{r['msssim_floor']:.3f}"
+        ms = (f"{r['msssim']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] ({r['msssim_best']}; {mfloor})"
+              if r.get("msssim") is not None else "-")
+        reid = f"{r['reid']:.3f} ({r.get('reid_n') or 100})" if r.get("reid") is not None else "-"
+        m8 = " / ".join("-" if r.get(k) is None else f"{r[k]:.3f}" for k in ("male_m8", "msssim_m8"))
+        secs = "-" if r.get("train_s") is None else f"{r['train_s']:.0f}"
         sel = (f"{r['selected']['stage']} {r['selected']['epoch']} ({r['selected']['leakage']:.3f})"
                if r.get("selected") else "-")
         lines.append(f"| {r['name']} | {r['smiling']:.3f} ({r['smiling_majority']:.3f}) | {male} | {m8} | {flat} | {ms} | "
-                     f"{reid} | {r['train_s']:.0f} | {sel} |")
+                     f"{reid} | {secs} | {sel} |")
     return "\n".join(lines)
 
 
+def draw_front(rows: list[dict], floor: float | None, path: Path) -> None:
+    """Smiling accuracy against the best fresh Male attacker and against the best MS-SSIM, 95% intervals, floors."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for r in rows:
+        hardened = r["name"].startswith(("h", "preset"))
+        style = dict(fmt="*" if hardened else "o", ms=9 if hardened else 7, capsize=2, elinewidth=0.8,
+                     color="tab:red" if hardened else "tab:gray")
+        sx = r.get("smiling_attack", r["smiling"])
+        xerr = None if not r.get("smiling_ci") else [[sx - r["smiling_ci"][0]], [r["smiling_ci"][1] - sx]]
+        for ax, key, ci in ((axes[0], "male_bacc", "male_ci"), (axes[1], "msssim", "msssim_ci")):
+            if r.get(key) is None:
+                continue
+            yerr = None if not r.get(ci) else [[r[key] - r[ci][0]], [r[ci][1] - r[key]]]
+            ax.errorbar(sx, r[key], xerr=xerr, yerr=yerr, **style)
+            ax.annotate(r["name"], (sx, r[key]), textcoords="offset points", xytext=(4, 4), fontsize=6)
+    if floor is not None:
+        axes[0].axhline(floor, color="tab:olive", ls="-.", lw=1, label=f"label floor ({floor:.3f})")
+    oracles = [r["oracle_floor"] for r in rows if r.get("oracle_floor") is not None]
+    if oracles:
+        axes[0].axhline(float(np.median(oracles)), color="tab:purple", ls=":", lw=1,
+                        label=f"oracle floor (median over runs, {float(np.median(oracles)):.3f})")
+    axes[0].axhline(0.60, color="tab:green", ls="--", lw=0.8, label="goal: <= 0.60")
+    floors = [r["msssim_floor"] for r in rows if r.get("msssim_floor")]
+    if floors:
+        level = float(np.median(floors))
+        axes[1].axhline(level, color="tab:olive", ls="-.", lw=1, label=f"best constant image ({level:.3f})")
+        axes[1].axhline(level + 0.05, color="tab:green", ls="--", lw=0.8, label="goal: floor + 0.05")
+    encoder = next((r for r in rows if r["name"] == "encoder"), None)
+    for ax, ylabel in ((axes[0], "best fresh attacker's Male balanced accuracy"), (axes[1], "best fresh decoder's MS-SSIM")):
+        if encoder is not None:
+            ax.axvline(encoder["smiling"] - 0.03, color="grey", lw=0.8, label="Encoder's Smiling - 3 points")
+        ax.set_xlabel("Smiling accuracy (test split, 95% interval)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_title("Utility vs attribute inference (better: right, down)")
+    axes[1].set_title("Utility vs reconstruction (better: right, down)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Train, attack, tabulate."""
+    """Train, attack, tabulate, draw."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--out", type=Path, default=Path("runs/hardened-celeba-cpu"))
     p.add_argument("--configs", default=",".join(DEFAULT), help=f"comma-separated subset of {', '.join(CONFIGS)}")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--attackers", default=ATTRIBUTE_ATTACKERS, help="attribute attackers (and floors), every image")
     p.add_argument("--attr-epochs", type=int, help="cap on attribute attackers' epochs (default: the suite's)")
-    p.add_argument("--recon-epochs", type=int, help="cap on reconstruction attackers' epochs (default: the suite's)")
+    p.add_argument("--decoders", default=DECODERS, help="reconstruction attackers (and floors), into RUN/recon/")
+    p.add_argument("--recon-epochs", type=int, default=20, help="cap on the decoders' epochs")
+    p.add_argument("--recon-images", type=int, default=3200, help="train-split images the decoders train on")
+    p.add_argument("--reid-images", type=int, default=400, help="re-identification queries")
     p.add_argument("--flat-epochs", type=int, default=8)
-    p.add_argument("--extra-recon", default="", help="decoders for a second attack into RUN/recon/ (e.g. urec1,resrec)")
-    p.add_argument("--extra-recon-epochs", type=int, help="cap on the extra decoders' epochs")
-    p.add_argument("--attackers", help="subset of the suite's attackers (default: all; on 2 shared cores the four "
-                                       "decoders at 5 epochs take about an hour per run)")
-    p.add_argument("--no-attack-encoder", action="store_true", help="train the Encoder for its accuracy only")
+    p.add_argument("--reference", action="append", default=[], metavar="NAME=RUN",
+                   help="an attacked run of another method to tabulate and draw beside (repeatable)")
+    p.add_argument("--figure", type=Path, help="where to draw the front (PNG)")
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -236,22 +309,29 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown config(s) {unknown}; known: {', '.join(CONFIGS)}")
     rows = []
+    for ref in args.reference:
+        name, _, path = ref.partition("=")
+        if not path or not (Path(path) / "attack.json").is_file():
+            p.error(f"--reference {ref!r}: expected NAME=RUN with RUN/attack.json")
+        rows.append(row(name, Path(path)))
     for name in names:
         out = args.out / name
         if not args.table_only:
             print(f"[{time.strftime('%H:%M:%S')}] {name}: train", flush=True)
             train(name, out, args.data, args.threads, args.seed, log)
-            if not (name == "encoder" and args.no_attack_encoder):
-                print(f"[{time.strftime('%H:%M:%S')}] {name}: attack", flush=True)
-                attack(out, args.threads, args.attr_epochs, args.recon_epochs, log, args.attackers)
-                if args.extra_recon:
-                    extra_recon(out, args.threads, args.extra_recon, args.extra_recon_epochs, log)
-                flat_audit(out, args.flat_epochs)
+            print(f"[{time.strftime('%H:%M:%S')}] {name}: attack", flush=True)
+            attack(out, args.threads, args.attackers, args.attr_epochs, log)
+            attack_decoders(out, args.threads, args.decoders, args.recon_epochs, args.recon_images, args.reid_images, log)
+            flat_audit(out, args.flat_epochs)
         if (out / "train_summary.json").is_file() and (out / "bench_train_seconds.json").is_file():
             rows.append(row(name, out))
             print(format_table(rows[-1:], None).splitlines()[-1], flush=True)
-    floor = label_floor(args.out / rows[0]["name"]) if rows else None
+    runs = [args.out / n for n in names if (args.out / n / "train_summary.json").is_file()]
+    floor = label_floor(runs[0]) if runs else None
     print(format_table(rows, floor))
+    if args.figure and rows:
+        draw_front(rows, floor, args.figure)
+        print(f"wrote {args.figure}")
     return 0
 
 
