@@ -78,6 +78,11 @@ CONFIGS.update({
                                                             "baseline.adversaries=[]"]),
     "hw-k1-s1-dcor1-img3r": ("hardened", WARM + IMG_RAMP + ["baseline.mu=1", "baseline.mu_image=3",
                                                             "baseline.adversaries=[]"]),
+    # a stronger Male term, ramped like the image term (unramped mu=3 never learned Smiling: 0.66 after 4 epochs)
+    "hw-k1-s1-dcor3r-img1r": ("hardened", WARM + IMG_RAMP + ["baseline.mu=3", "baseline.mu_ramp_epochs=3",
+                                                             "baseline.mu_image=1", "baseline.adversaries=[]"]),
+    "hw-k1-s1-dcor10r-img1r": ("hardened", WARM + IMG_RAMP + ["baseline.mu=10", "baseline.mu_ramp_epochs=3",
+                                                              "baseline.mu_image=1", "baseline.adversaries=[]"]),
 })
 PRESETS = {"preset-celeba-cpu-hardened": "celeba-cpu-hardened",  # configs trained from another preset
            "preset-celeba-cpu-hardened-split1": "celeba-cpu-hardened"}

@@ -328,20 +328,22 @@ def test_warm_epochs_train_the_front_with_the_auxiliary_head_only(tmp_path, tiny
     assert "L_C" in trainer.step_pretrain(batch, 0)
 
 
-def test_image_term_ramps_in_over_the_first_bottleneck_epochs(tmp_path, tiny_cfg) -> None:
+def test_penalties_ramp_in_over_the_first_bottleneck_epochs(tmp_path, tiny_cfg) -> None:
     tiny_cfg.method = "hardened"
-    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 1, "mu_image": 1.0, "image_ramp_epochs": 2}
+    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 1, "mu_image": 1.0, "image_ramp_epochs": 2,
+                         "mu": 1.0, "mu_ramp_epochs": 4}
     tiny_cfg.train.epochs_pretrain = 5
     trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
     shares = []
     for epoch in range(5):
         trainer.position.epoch = epoch
-        shares.append(trainer.image_ramp())
-    assert shares == [0.0, 0.0, 0.5, 1.0, 1.0]  # warm epoch, first bottleneck epoch, then linear to full
+        shares.append((trainer.ramp("image_ramp_epochs"), trainer.ramp("mu_ramp_epochs")))
+    # warm epoch, first bottleneck epoch, then linear to full, each over its own ramp
+    assert shares == [(0.0, 0.0), (0.0, 0.0), (0.5, 0.25), (1.0, 0.5), (1.0, 0.75)]
     batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
     trainer.position.epoch = 1
-    assert "dep_img" not in trainer.step_pretrain(batch, 0)
+    assert not {"dep_img", "dep"} & set(trainer.step_pretrain(batch, 0))
     trainer.position.epoch = 3
-    assert "dep_img" in trainer.step_pretrain(batch, 0)
+    assert {"dep_img", "dep"} <= set(trainer.step_pretrain(batch, 0))
     trainer.position.stage, trainer.position.epoch = 2, 0  # the adversarial stage: full weight
-    assert trainer.image_ramp() == 1.0
+    assert trainer.ramp("image_ramp_epochs") == trainer.ramp("mu_ramp_epochs") == 1.0

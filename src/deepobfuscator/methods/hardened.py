@@ -15,7 +15,7 @@ Four mechanisms, each a config knob (method parameters live in ``baseline.*``, t
    intended-label class*, weight ``mu``; and with the image itself (average-pooled by ``image_pool``),
    again within each intended-label class, weight ``mu_image``: whatever the features say about the face
    beyond the intended label is penalised, which is what reconstruction and re-identification feed on.
-   Both act in every stage that trains O; the image term can ramp in over ``image_ramp_epochs`` (a cold
+   Both act in every stage that trains O; each can ramp in (``mu_ramp_epochs``, ``image_ramp_epochs``: a cold
    bottleneck must first learn the intended label, or the term flattens it before it carries anything).
 4. The deployed checkpoint is chosen by an audit (fresh linear + small CNN attackers, fixed budget) at the
    end of stage 1 and of every adversarial epoch: lowest audit leakage among epochs whose validation utility
@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "mu_image": 0.0,  # within-class dependence penalty weight against the (downsampled) image itself
     "image_pool": 4,  # the image term's average-pooling factor (64x64 -> 16x16)
     "image_ramp_epochs": 0,  # the image term's weight grows linearly over the first N bottleneck epochs of stage 1
+    "mu_ramp_epochs": 0,  # the same for the private-label term
     "beta": 0.0,  # VIB KL weight (meaningful with model.bottleneck_learn_sigma)
     "warm_epochs": 0,  # first stage-1 epochs that train only O's front with an Encoder-style head (no bottleneck)
     "aux_epochs": 2,  # first stage-1 epochs (after the warm ones) that keep that head as deep supervision: a cold
@@ -88,7 +89,7 @@ def params(cfg: RunConfig) -> dict[str, Any]:
     try:
         out = {"mu": float(p["mu"]), "dependence": str(p["dependence"]), "beta": float(p["beta"]),
                "mu_image": float(p["mu_image"]), "image_pool": int(p["image_pool"]),
-               "image_ramp_epochs": int(p["image_ramp_epochs"]),
+               "image_ramp_epochs": int(p["image_ramp_epochs"]), "mu_ramp_epochs": int(p["mu_ramp_epochs"]),
                "warm_epochs": int(p["warm_epochs"]), "aux_epochs": int(p["aux_epochs"]),
                "aux_weight": float(p["aux_weight"]), "init_from": str(p["init_from"] or ""),
                "adversaries": [str(a) for a in (p["adversaries"] or [])],
@@ -102,8 +103,9 @@ def params(cfg: RunConfig) -> dict[str, Any]:
         if out[key] not in allowed:
             raise ConfigError(f"config.yaml baseline.{key}: must be one of {allowed}, got {out[key]!r}")
     if (out["mu"] < 0 or out["mu_image"] < 0 or out["beta"] < 0 or out["attacker_steps"] < 1
-            or out["restart_every"] < 0 or out["image_pool"] < 1 or out["image_ramp_epochs"] < 0):
-        raise ConfigError(f"config.yaml baseline: mu, mu_image, beta, restart_every, image_ramp_epochs must be >= 0 "
+            or out["restart_every"] < 0 or out["image_pool"] < 1 or out["image_ramp_epochs"] < 0
+            or out["mu_ramp_epochs"] < 0):
+        raise ConfigError(f"config.yaml baseline: mu, mu_image, beta, restart_every and the ramps must be >= 0 "
                           f"and attacker_steps, "
                           f"image_pool >= 1, "
                           f"got {dict(p)}")
@@ -196,10 +198,11 @@ class HardenedTrainer(Trainer):
     def regularisers(self, batch: Batch, mean: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """mu * dep(mean, private | task) + mu_image * dep(mean, image | task) + beta * VIB KL."""
         loss, out = mean.new_zeros(()), {}
-        if self.params["mu"] > 0 and self.has_private:
+        weight = self.params["mu"] * self.ramp("mu_ramp_epochs")
+        if weight > 0 and self.has_private:
             dep = within_class_dependence(mean, batch.private, batch.task, self.params["dependence"])
-            loss, out["dep"] = loss + self.params["mu"] * dep, dep.item()
-        weight = self.params["mu_image"] * self.image_ramp()
+            loss, out["dep"] = loss + weight * dep, dep.item()
+        weight = self.params["mu_image"] * self.ramp("image_ramp_epochs")
         if weight > 0:
             pool = self.params["image_pool"]
             small = F.avg_pool2d(batch.images, pool) if pool > 1 else batch.images
@@ -210,11 +213,11 @@ class HardenedTrainer(Trainer):
             loss, out["kl"] = loss + self.params["beta"] * kl, kl.item()
         return loss, out
 
-    def image_ramp(self) -> float:
-        """The image term's share of ``mu_image`` now: 0 in the first stage-1 epoch that trains the bottleneck,
-        growing linearly to 1 over ``image_ramp_epochs`` (a cold bottleneck first learns the intended label);
-        1 without a ramp and in every later stage."""
-        ramp = self.params["image_ramp_epochs"]
+    def ramp(self, key: str = "image_ramp_epochs") -> float:
+        """A penalty's share of its weight now: 0 in the first stage-1 epoch that trains the bottleneck, growing
+        linearly to 1 over ``params[key]`` epochs (a cold bottleneck first learns the intended label); 1 without
+        a ramp and in every later stage."""
+        ramp = self.params[key]
         if not ramp or self.position.stage != 0:
             return 1.0
         return min(1.0, max(0.0, (self.position.epoch - self.params["warm_epochs"]) / ramp))
