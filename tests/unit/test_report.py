@@ -104,9 +104,9 @@ def test_report_from_fake_attack_results(tmp_path: Path) -> None:
     assert [row[2] for row in ablation.rows] == ["none (Encoder)", "both", "attributes only", "reconstruction only"]
 
     files = build_report([runs], tmp_path / "report")
-    assert_self_contained(files.html, expected_images=2 + 6)  # scatter, lambda bars, one grid per run
+    assert_self_contained(files.html, expected_images=3 + 6)  # two scatters, lambda bars, one grid per run
     md = files.markdown.read_text()
-    for ref in ("figures/tradeoff.png", "figures/lambda1.png", "grids/do10.png"):
+    for ref in ("figures/tradeoff.png", "figures/reconstruction.png", "figures/lambda1.png", "grids/do10.png"):
         assert f"]({ref})" in md and (tmp_path / "report" / ref).is_file()
     assert "| Encoder |" in md and "reconstruction only" in md
     summary = json.loads(files.summary.read_text())
@@ -154,6 +154,6 @@ def test_report_from_two_real_tiny_runs(tmp_path: Path, celeba_root: Path) -> No
     assert real["dataset"] == "celeba" and "ms_ssim" in real["reconstruction"]
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     html_path = tmp_path / "report" / "report.html"
-    assert_self_contained(html_path, expected_images=2 + 2)
+    assert_self_contained(html_path, expected_images=3 + 2)  # tradeoff, reconstruction, lambda bars; two grids
     text = html_path.read_text()
     assert "DeepObfuscator λ1=10" in text and "encoder-Smiling-vs-Male" in text and str(out) not in text

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..utils import atomic_write_json, atomic_write_text
-from .plots import lambda_bars, tradeoff_scatter
+from .plots import lambda_bars, reconstruction_scatter, tradeoff_scatter
 from .results import RunResult, expand_run_dirs, load_result
 from .tables import (
     TRADEOFF_MARGIN, Table, ablation_table, best_tradeoff, lambda_table, leakage, markdown_table, pareto_front,
@@ -94,6 +94,11 @@ def build_report(run_dirs: list[Path], out: Path, title: str = "DeepObfuscator: 
                         "floor; short bars under markers: each run's oracle floor; dotted: majority rate of the "
                         f"intended task; shaded: outside the {margin:.3f} margin below the Encoder's intended "
                         "accuracy; bars: 95% intervals.", scatter))
+    recon = reconstruction_scatter(results, out / "figures" / "reconstruction.png", margin)
+    if recon:
+        figures.append(("Utility vs reconstruction: the best decoder's MS-SSIM per run; dash-dot: the best constant "
+                        "image (no information); grey line: the margin below the Encoder's intended accuracy; "
+                        "bars: 95% intervals.", recon))
     bars = lambda_bars(results, out / "figures" / "lambda1.png")
     if bars:
         figures.append(("DeepObfuscator accuracy per λ1 and attribute set (paper Figures 7-8).", bars))

@@ -1,4 +1,5 @@
-"""Report figures (matplotlib, Agg): the tradeoff scatter (Figure 6) and lambda1 bars (Figures 7-8)."""
+"""Report figures (matplotlib, Agg): the tradeoff scatters (Figure 6: attributes; and reconstruction) and
+lambda1 bars (Figures 7-8)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .results import RunResult  # noqa: E402
+from .results import RunResult, metric  # noqa: E402
 from .tables import TRADEOFF_MARGIN, lambda_runs, reference_accuracy  # noqa: E402
 
 MARKERS = {"deepobfuscator": "*", "encoder": "o", "noisy": "s", "dp": "D", "hybrid": "^", "pan": "v",
@@ -96,6 +97,48 @@ def tradeoff_scatter(results: list[RunResult], path: Path, margin: float = TRADE
         ax.set_title(f"Utility vs privacy: {attr} (better: right and down)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def reconstruction_scatter(results: list[RunResult], path: Path, margin: float = TRADEOFF_MARGIN) -> Path | None:
+    """x: intended-task accuracy, y: best decoder's MS-SSIM (95% intervals), with the best constant image's
+    MS-SSIM (the no-information floor) and the margin below the reference run's intended accuracy."""
+    runs = [r for r in results if r.attack and r.reconstruction().get("ms_ssim") is not None
+            and r.task_accuracy().value is not None]
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(6.2, 4.8))
+    seen: set[str] = set()
+    floors = []
+    for r in runs:
+        rec = r.reconstruction()
+        x, y = r.task_accuracy(), metric(rec, "ms_ssim")
+        marker, color = _style(r.method)
+        label = r.method_label if r.method_label not in seen else None
+        seen.add(r.method_label)
+        ax.errorbar(x.value, y.value, xerr=_errs(x), yerr=_errs(y), fmt=marker, color=color,
+                    ms=10 if marker == "*" else 7, capsize=2, elinewidth=0.8, label=label, alpha=0.9)
+        if r.setting:
+            ax.annotate(r.setting, (x.value, y.value), textcoords="offset points", xytext=(5, 4), fontsize=7, color=color)
+        floor = (rec.get("floor") or {}).get("ms_ssim")
+        if floor is not None:
+            floors.append(float(floor))
+    if floors:
+        level = sum(floors) / len(floors)
+        ax.axhline(level, color="tab:olive", ls="-.", lw=1, label=f"best constant image ({level:.3f})")
+    for aset in sorted({r.attribute_set for r in runs}):
+        ref = reference_accuracy(runs, aset)
+        if ref is not None:
+            ax.axvline(ref[0] - margin, color="grey", ls="-", lw=0.8,
+                       label=f"margin: {ref[1]} accuracy {ref[0]:.3f} - {margin:.3f}")
+    ax.set_xlabel("intended-task accuracy")
+    ax.set_ylabel("best decoder's MS-SSIM")
+    ax.set_title("Utility vs reconstruction (better: right and down)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
