@@ -347,3 +347,25 @@ def test_penalties_ramp_in_over_the_first_bottleneck_epochs(tmp_path, tiny_cfg) 
     assert {"dep_img", "dep"} <= set(trainer.step_pretrain(batch, 0))
     trainer.position.stage, trainer.position.epoch = 2, 0  # the adversarial stage: full weight
     assert trainer.ramp("image_ramp_epochs") == trainer.ramp("mu_ramp_epochs") == 1.0
+
+
+def test_noise_curriculum_lowers_only_the_training_steps_noise(tmp_path, tiny_cfg) -> None:
+    tiny_cfg.method = "hardened"
+    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "mu": 0.0, "sigma_ramp_epochs": 2}
+    tiny_cfg.train.epochs_pretrain = 3
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    bn = trainer.bottleneck
+    seen: list[float] = []
+    add_noise = bn.add_noise
+    bn.add_noise = lambda mean: (seen.append(bn.noise_scale), add_noise(mean))[1]  # record the scale in use
+    batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
+    for epoch in range(3):
+        trainer.position.epoch = epoch
+        trainer.step_pretrain(batch, 0)
+        assert bn.noise_scale == 1.0  # restored after every step: validation and deployment see the full noise
+    assert seen == [0.0, 0.5, 1.0]
+    x = torch.randn(256, bn.conv.in_channels, 4, 4)
+    bn.eval()
+    assert (bn(x) - bn.mean(x)).std().item() == pytest.approx(bn.sigma.item(), rel=0.1)
+    bn.noise_scale = 0.5
+    assert (bn(x) - bn.mean(x)).std().item() == pytest.approx(0.5 * bn.sigma.item(), rel=0.1)

@@ -49,6 +49,7 @@ class NoisyBottleneck(nn.Module):
         self.learn_sigma = bool(learn_sigma)
         self.has_noise = bool(learn_sigma or sigma > 0)  # a Python flag: traced/exported graphs keep the branch
         self.noise_enabled = True
+        self.noise_scale = 1.0  # a training curriculum may lower it for a step; never saved (deployment: 1)
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -63,7 +64,10 @@ class NoisyBottleneck(nn.Module):
         """``mean`` plus a fresh Gaussian draw with the per-channel std (nothing when noise is off)."""
         if not (self.noise_enabled and self.has_noise):
             return mean
-        return mean + torch.randn_like(mean) * self.sigma.view(1, -1, 1, 1).to(mean.dtype)
+        std = self.sigma.view(1, -1, 1, 1).to(mean.dtype)
+        if self.noise_scale != 1.0:  # a Python float: exported graphs (scale 1) keep the plain form
+            std = std * self.noise_scale
+        return mean + torch.randn_like(mean) * std
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """O's features -> noisy bottleneck features ``[N, k, h/pool, w/pool]``."""
