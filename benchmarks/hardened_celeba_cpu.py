@@ -81,6 +81,24 @@ CONFIGS.update({
     # a stronger Male term, ramped like the image term (unramped mu=3 never learned Smiling: 0.66 after 4 epochs)
     "hw-k1-s1-dcor3r-img1r": ("hardened", WARM + IMG_RAMP + ["baseline.mu=3", "baseline.mu_ramp_epochs=3",
                                                              "baseline.mu_image=1", "baseline.adversaries=[]"]),
+    # a better dependence estimate: twice the images per intended class in a batch; the kernel measure
+    "hw-k1-s1-dcor2r-img1r-b128": ("hardened", WARM + IMG_RAMP + ["train.batch_size=128", "baseline.mu=2",
+                                                                  "baseline.mu_ramp_epochs=3", "baseline.mu_image=1",
+                                                                  "baseline.adversaries=[]"]),
+    "hw-k1-s1-hsic2r-img1r": ("hardened", WARM + IMG_RAMP + ["baseline.dependence=hsic", "baseline.mu=2",
+                                                             "baseline.mu_ramp_epochs=3", "baseline.mu_image=1",
+                                                             "baseline.adversaries=[]"]),
+    # the adversarial last step on top: 2 epochs against the restarted vgg/resnet/mlp ensemble, a light lambda1
+    "hw-k1-s1-dcor1-img1r-ens01": ("hardened", WARM + IMG_RAMP + ["baseline.mu=1", "baseline.mu_image=1",
+                                                                  "train.epochs_adversarial=2", "privacy.lambda1=0.1",
+                                                                  "privacy.lambda2=0"]),
+    # the noise curriculum (the ens01 start above stayed at chance for six epochs under the full noise)
+    "hw-k1-s1-dcor1-img1r-sr3": ("hardened", WARM + IMG_RAMP + ["baseline.mu=1", "baseline.mu_image=1",
+                                                                "baseline.sigma_ramp_epochs=3", "baseline.adversaries=[]"]),
+    "hw-k1-s1-dcor1-img1r-ens01-sr3": ("hardened", WARM + IMG_RAMP + ["baseline.mu=1", "baseline.mu_image=1",
+                                                                      "baseline.sigma_ramp_epochs=3",
+                                                                      "train.epochs_adversarial=2", "privacy.lambda1=0.1",
+                                                                      "privacy.lambda2=0"]),
     "hw-k1-s1-dcor10r-img1r": ("hardened", WARM + IMG_RAMP + ["baseline.mu=10", "baseline.mu_ramp_epochs=3",
                                                               "baseline.mu_image=1", "baseline.adversaries=[]"]),
 })
