@@ -31,6 +31,25 @@ def _errs(m) -> list[list[float]] | None:  # matplotlib's [[below], [above]]
     return None if e is None else [[e[0]], [e[1]]]
 
 
+def _point(ax, r: RunResult, x, y, seen: set[str]) -> str:
+    """Draw run ``r`` at metrics (x, y) with both intervals, its method's marker and (once per method) its legend
+    label; returns the colour used."""
+    marker, color = _style(r.method)
+    label = r.method_label if r.method_label not in seen else None
+    seen.add(r.method_label)
+    ax.errorbar(x.value, y.value, xerr=_errs(x), yerr=_errs(y), fmt=marker, color=color, ms=10 if marker == "*" else 7,
+                capsize=2, elinewidth=0.8, label=label, alpha=0.9)
+    return color
+
+
+def _save(fig, path: Path) -> Path:
+    """Write and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def tradeoff_scatter(results: list[RunResult], path: Path, margin: float = TRADEOFF_MARGIN) -> Path | None:
     """x: intended-task accuracy, y: best attacker's private balanced accuracy (accuracy for results without it);
     one panel per private attribute, with the label floor, each run's oracle floor and the tradeoff margin."""
@@ -52,11 +71,7 @@ def tradeoff_scatter(results: list[RunResult], path: Path, margin: float = TRADE
             x, y = r.task_accuracy(), (r.balanced(attr) if balanced else r.privacy(attr))
             if x.value is None or y.value is None:
                 continue
-            marker, color = _style(r.method)
-            label = r.method_label if r.method_label not in seen else None
-            seen.add(r.method_label)
-            ax.errorbar(x.value, y.value, xerr=_errs(x), yerr=_errs(y), fmt=marker, color=color, ms=10 if marker == "*"
-                        else 7, capsize=2, elinewidth=0.8, label=label, alpha=0.9)
+            color = _point(ax, r, x, y, seen)
             if r.setting:  # staggered so that runs at (nearly) the same point stay readable
                 placed = sum(1 for px, py in points if abs(px - x.value) < 0.01 and abs(py - y.value) < 0.01)
                 ax.annotate(r.setting, (x.value, y.value), textcoords="offset points", xytext=(5, 4 + 9 * placed),
@@ -97,10 +112,7 @@ def tradeoff_scatter(results: list[RunResult], path: Path, margin: float = TRADE
         ax.set_title(f"Utility vs privacy: {attr} (better: right and down)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def reconstruction_scatter(results: list[RunResult], path: Path, margin: float = TRADEOFF_MARGIN) -> Path | None:
@@ -116,11 +128,7 @@ def reconstruction_scatter(results: list[RunResult], path: Path, margin: float =
     for r in runs:
         rec = r.reconstruction()
         x, y = r.task_accuracy(), metric(rec, "ms_ssim")
-        marker, color = _style(r.method)
-        label = r.method_label if r.method_label not in seen else None
-        seen.add(r.method_label)
-        ax.errorbar(x.value, y.value, xerr=_errs(x), yerr=_errs(y), fmt=marker, color=color,
-                    ms=10 if marker == "*" else 7, capsize=2, elinewidth=0.8, label=label, alpha=0.9)
+        color = _point(ax, r, x, y, seen)
         if r.setting:
             ax.annotate(r.setting, (x.value, y.value), textcoords="offset points", xytext=(5, 4), fontsize=7, color=color)
         floor = (rec.get("floor") or {}).get("ms_ssim")
@@ -139,10 +147,7 @@ def reconstruction_scatter(results: list[RunResult], path: Path, margin: float =
     ax.set_title("Utility vs reconstruction (better: right and down)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def lambda_bars(results: list[RunResult], path: Path) -> Path | None:
@@ -189,7 +194,4 @@ def lambda_bars(results: list[RunResult], path: Path) -> Path | None:
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("DeepObfuscator: accuracy per λ1 (dashed: private majority rate)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
