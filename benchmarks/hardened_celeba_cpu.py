@@ -224,6 +224,10 @@ def row(name: str, out: Path) -> dict:
                  reid=(att.get("reid") or {}).get("same_image"),
                  male_m8=((att.get("repeated") or {}).get("8", {}).get("privacy", {}).get("Male") or {}).get(
                      "balanced_accuracy"))
+        m8 = out / "m8" / "attack.json"  # a repeated-query attack run on its own (`--repeat 1,8 --out RUN/m8/...`)
+        if r["male_m8"] is None and m8.is_file():
+            r["male_m8"] = ((json.loads(m8.read_text()).get("repeated") or {}).get("8", {}).get("privacy", {})
+                            .get("Male") or {}).get("balanced_accuracy")
         recon = out / "recon" / "attack.json"
         if recon.is_file():  # the extra decoders: keep the best reconstruction and re-identification
             extra = json.loads(recon.read_text())
