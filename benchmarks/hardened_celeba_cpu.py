@@ -283,7 +283,7 @@ def draw_front(rows: list[dict], floor: float | None, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for r in rows:
-        hardened = r["name"].startswith(("h", "preset"))
+        hardened = r["name"].startswith(("hw-", "h-", "preset"))  # the hardened configs of CONFIGS
         style = dict(fmt="*" if hardened else "o", ms=9 if hardened else 7, capsize=2, elinewidth=0.8,
                      color="tab:red" if hardened else "tab:gray")
         sx = r.get("smiling_attack", r["smiling"])
