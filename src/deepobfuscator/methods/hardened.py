@@ -110,9 +110,7 @@ def params(cfg: RunConfig) -> dict[str, Any]:
             or out["restart_every"] < 0 or out["image_pool"] < 1 or out["image_ramp_epochs"] < 0
             or out["mu_ramp_epochs"] < 0 or out["sigma_ramp_epochs"] < 0):
         raise ConfigError(f"config.yaml baseline: mu, mu_image, beta, restart_every and the ramps must be >= 0 "
-                          f"and attacker_steps, "
-                          f"image_pool >= 1, "
-                          f"got {dict(p)}")
+                          f"and attacker_steps, image_pool >= 1, got {dict(p)}")
     return out
 
 
@@ -217,7 +215,7 @@ class HardenedTrainer(Trainer):
             loss, out["kl"] = loss + self.params["beta"] * kl, kl.item()
         return loss, out
 
-    def ramp(self, key: str = "image_ramp_epochs") -> float:
+    def ramp(self, key: str) -> float:
         """A penalty's share of its weight now: 0 in the first stage-1 epoch that trains the bottleneck, growing
         linearly to 1 over ``params[key]`` epochs (a cold bottleneck first learns the intended label); 1 without
         a ramp and in every later stage."""
