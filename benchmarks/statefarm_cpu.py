@@ -43,6 +43,13 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "hardened-k4-img": ("hardened (k=4, dCor + image term)", "hardened",
                         HARDENED_SF + ["model.bottleneck_channels=4", "baseline.mu_image=1",
                                        "baseline.image_ramp_epochs=3"]),
+    # the spread term: the sent mean collapses onto the behaviour-class means, which leaves the driver (global,
+    # coarse: car, clothes, camera) nothing beyond what the behaviour implies
+    "hardened-spread": ("hardened (k=1, dCor + spread)", "hardened",
+                        HARDENED_SF + ["baseline.mu_spread=1", "baseline.spread_ramp_epochs=3"]),
+    "hardened-k4-spread": ("hardened (k=4, dCor + spread)", "hardened",
+                           HARDENED_SF + ["model.bottleneck_channels=4", "baseline.mu_spread=1",
+                                          "baseline.spread_ramp_epochs=3"]),
 }
 ATTACKERS = ["vgg", "resnet", "linear", "mlp", "mirror"]
 

@@ -187,9 +187,9 @@ def _preset_celeba_cpu() -> RunConfig:
 def _preset_celeba_cpu_hardened() -> RunConfig:
     """celeba-cpu with the `hardened` method at the best configuration measured (benchmarks/hardened_celeba_cpu.py):
     4 Encoder-style warm epochs of O's front, 7 epochs of the 1-channel 8x8 bottleneck with noise std 1, the
-    within-class dCor penalty on Male and the within-class image term (ramped in over 3 epochs, as is the training
-    noise: a cold bottleneck under the full noise sometimes never finds Smiling), 1 epoch of the run's diagnostic
-    attackers, no adversarial stage."""
+    within-class dCor penalty on Male, the within-class image term and the within-class spread term (the last two
+    ramped in over 3 epochs, as is the training noise: a cold bottleneck under the full noise sometimes never finds
+    Smiling), 1 epoch of the run's diagnostic attackers, no adversarial stage."""
     cfg = _preset_celeba_cpu()
     cfg.name = "celeba-cpu-hardened"
     cfg.method = "hardened"
@@ -200,8 +200,8 @@ def _preset_celeba_cpu_hardened() -> RunConfig:
     cfg.train.epochs_pretrain = 11
     cfg.train.epochs_attacker = 1
     cfg.train.epochs_adversarial = 0
-    cfg.baseline = {"mu": 1.0, "mu_image": 1.0, "image_ramp_epochs": 3, "sigma_ramp_epochs": 3, "adversaries": [],
-                    "warm_epochs": 4, "aux_epochs": 0}
+    cfg.baseline = {"mu": 1.0, "mu_image": 1.0, "image_ramp_epochs": 3, "mu_spread": 1.0, "spread_ramp_epochs": 3,
+                    "sigma_ramp_epochs": 3, "adversaries": [], "warm_epochs": 4, "aux_epochs": 0}
     return cfg
 
 

@@ -11,6 +11,10 @@
   private attribute that the intended one implies (e.g. Male given Smiling) is not penalised;
   :func:`conditional_dependence` does the same against any target batch (hardened's image term: everything
   about the image beyond the intended label).
+* :func:`within_class_spread`: the share of the features' variance that lies *within* the intended-label classes
+  (1 - the between-class share, a Fisher ratio). Driving it to 0 makes the features a function of the intended
+  label alone, so they carry nothing about the face or any private attribute beyond what the label implies; unlike
+  the dependence measures it needs no private labels and no small-sample estimate of a dependence.
 Everything is differentiable with respect to the features and works on batch statistics only.
 """
 from __future__ import annotations
@@ -140,3 +144,23 @@ def conditional_dependence(feats: torch.Tensor, target: torch.Tensor, task: torc
         total = total + n * fn(flat[rows], target[rows])
         weight += n
     return total / weight if weight else total
+
+
+def within_class_spread(feats: torch.Tensor, task: torch.Tensor, min_class: int = 2) -> torch.Tensor:
+    """Within-class share of the total variance of ``feats`` ``[N, ...]`` (rows flattened) in [0, 1].
+
+    ``task`` groups rows by the joint value of its columns (``[N]`` or ``[N, T]``); the within-class scatter is
+    summed over groups with at least ``min_class`` rows (a singleton group has no spread of its own), the total
+    scatter is around the batch mean. 1 when the class means coincide, 0 when every row sits on its class mean.
+    """
+    _check(feats, task, "within_class_spread")
+    flat = feats.reshape(len(feats), -1)
+    total = (flat - flat.mean(0, keepdim=True)).pow(2).sum()
+    groups = task.long().reshape(len(task), -1)
+    within = flat.new_zeros(())
+    for value in torch.unique(groups, dim=0):
+        rows = (groups == value).all(1)
+        if int(rows.sum()) >= min_class:
+            part = flat[rows]
+            within = within + (part - part.mean(0, keepdim=True)).pow(2).sum()
+    return within / total.clamp(min=1e-12)

@@ -13,6 +13,7 @@ from deepobfuscator.config import ConfigError, RunConfig, preset
 from deepobfuscator.data.index import AttributeSpec
 from deepobfuscator.dependence import (
     conditional_dependence, distance_correlation, hsic, label_matrix, unbiased_dcor2, within_class_dependence,
+    within_class_spread,
 )
 from deepobfuscator.experiments import load_sweep
 from deepobfuscator.losses import attribute_loss, prediction_entropy_loss
@@ -152,6 +153,37 @@ def test_conditional_dependence_on_images_penalises_what_goes_beyond_the_intende
         conditional_dependence(only_task, images[:-1], task)
 
 
+def test_within_class_spread_is_zero_on_class_means_and_one_without_class_structure() -> None:
+    """The spread term: features that are a function of the intended label score 0, features with no class
+    structure about 1, a mixture in between (the between-class share of the variance is what it rewards); rows
+    are grouped by the joint value of several intended labels; a singleton class adds no spread."""
+    torch.manual_seed(0)
+    n = 2000
+    task = torch.randint(0, 2, (n, 2))
+    label_only = (task[:, :1].float() * 3 - task[:, 1:].float()).view(n, 1, 1, 1).expand(n, 2, 4, 4)
+    noise = torch.randn(n, 2, 4, 4)
+    assert within_class_spread(label_only, task).item() < 1e-6
+    assert abs(within_class_spread(noise, task).item() - 1.0) < 0.02
+    mixed = within_class_spread(label_only + noise, task).item()
+    assert 0.1 < mixed < 0.5  # noise variance 1 against a between-class variance of about 2.5
+    single = torch.tensor([[0], [0], [0], [1]])
+    assert within_class_spread(torch.tensor([[0.0], [0.0], [0.0], [5.0]]), single).item() == 0.0
+    with pytest.raises(ValueError, match="batch sizes"):
+        within_class_spread(noise, task[:-1])
+
+
+def test_spread_term_enters_the_pretraining_loss(tmp_path, tiny_cfg) -> None:
+    tiny_cfg.method = "hardened"
+    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "mu": 0.0, "mu_spread": 1.0}
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
+    out = trainer.step_pretrain(batch, 0)
+    assert "spread" in out and "dep" not in out and 0.0 <= out["spread"] <= 1.0
+    tiny_cfg.baseline = {"mu_spread": -1}
+    with pytest.raises(ConfigError, match="mu_spread"):
+        hardened.params(tiny_cfg)
+
+
 def test_image_term_enters_the_pretraining_loss(tmp_path, tiny_cfg) -> None:
     tiny_cfg.method = "hardened"
     tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "mu": 0.0, "mu_image": 2.0, "image_pool": 2}
@@ -277,7 +309,9 @@ def test_preset_celeba_cpu_hardened_records_its_configuration() -> None:
     cfg = preset("celeba-cpu-hardened")
     assert cfg.method == "hardened" and cfg.model.bottleneck_channels >= 1 and cfg.model.bottleneck_sigma > 0
     p = hardened.params(cfg)
-    assert p["mu"] > 0 and p["mu_image"] > 0 and p["image_ramp_epochs"] < cfg.train.epochs_pretrain - p["warm_epochs"]
+    assert p["mu"] > 0 and p["mu_image"] > 0 and p["mu_spread"] > 0
+    for ramp in ("image_ramp_epochs", "spread_ramp_epochs", "sigma_ramp_epochs"):
+        assert p[ramp] < cfg.train.epochs_pretrain - p["warm_epochs"]
 
 
 def test_hardened_benchmark_sweep_file_configures_every_run() -> None:
@@ -331,20 +365,20 @@ def test_warm_epochs_train_the_front_with_the_auxiliary_head_only(tmp_path, tiny
 def test_penalties_ramp_in_over_the_first_bottleneck_epochs(tmp_path, tiny_cfg) -> None:
     tiny_cfg.method = "hardened"
     tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 1, "mu_image": 1.0, "image_ramp_epochs": 2,
-                         "mu": 1.0, "mu_ramp_epochs": 4}
+                         "mu": 1.0, "mu_ramp_epochs": 4, "mu_spread": 1.0, "spread_ramp_epochs": 1}
     tiny_cfg.train.epochs_pretrain = 5
     trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
     shares = []
     for epoch in range(5):
         trainer.position.epoch = epoch
-        shares.append((trainer.ramp("image_ramp_epochs"), trainer.ramp("mu_ramp_epochs")))
+        shares.append(tuple(trainer.ramp(k) for k in ("image_ramp_epochs", "mu_ramp_epochs", "spread_ramp_epochs")))
     # warm epoch, first bottleneck epoch, then linear to full, each over its own ramp
-    assert shares == [(0.0, 0.0), (0.0, 0.0), (0.5, 0.25), (1.0, 0.5), (1.0, 0.75)]
+    assert shares == [(0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.5, 0.25, 1.0), (1.0, 0.5, 1.0), (1.0, 0.75, 1.0)]
     batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
     trainer.position.epoch = 1
-    assert not {"dep_img", "dep"} & set(trainer.step_pretrain(batch, 0))
+    assert not {"dep_img", "dep", "spread"} & set(trainer.step_pretrain(batch, 0))
     trainer.position.epoch = 3
-    assert {"dep_img", "dep"} <= set(trainer.step_pretrain(batch, 0))
+    assert {"dep_img", "dep", "spread"} <= set(trainer.step_pretrain(batch, 0))
     trainer.position.stage, trainer.position.epoch = 2, 0  # the adversarial stage: full weight
     assert trainer.ramp("image_ramp_epochs") == trainer.ramp("mu_ramp_epochs") == 1.0
 

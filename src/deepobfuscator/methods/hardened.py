@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..config import ConfigError, RunConfig
 from ..data import Batch
-from ..dependence import MEASURES, conditional_dependence, within_class_dependence
+from ..dependence import MEASURES, conditional_dependence, within_class_dependence, within_class_spread
 from ..losses import attribute_loss, reconstruction_losses
 from ..models import build_classifier
 from ..models.bottleneck import bottleneck_of
@@ -64,6 +64,8 @@ DEFAULTS: dict[str, Any] = {
     "mu_image": 0.0,  # within-class dependence penalty weight against the (downsampled) image itself
     "image_pool": 4,  # the image term's average-pooling factor (64x64 -> 16x16)
     "image_ramp_epochs": 0,  # the image term's weight grows linearly over the first N bottleneck epochs of stage 1
+    "mu_spread": 0.0,  # weight of the within-class share of the sent mean's variance (collapse onto class means)
+    "spread_ramp_epochs": 0,  # its ramp, as above
     "mu_ramp_epochs": 0,  # the same for the private-label term
     "sigma_ramp_epochs": 0,  # stage-1 training noise grows from 0 to sigma over the first N bottleneck epochs
     "beta": 0.0,  # VIB KL weight (meaningful with model.bottleneck_learn_sigma)
@@ -93,6 +95,7 @@ def params(cfg: RunConfig) -> dict[str, Any]:
         out = {"mu": float(p["mu"]), "dependence": str(p["dependence"]), "beta": float(p["beta"]),
                "mu_image": float(p["mu_image"]), "image_pool": int(p["image_pool"]),
                "image_ramp_epochs": int(p["image_ramp_epochs"]), "mu_ramp_epochs": int(p["mu_ramp_epochs"]),
+               "mu_spread": float(p["mu_spread"]), "spread_ramp_epochs": int(p["spread_ramp_epochs"]),
                "sigma_ramp_epochs": int(p["sigma_ramp_epochs"]),
                "warm_epochs": int(p["warm_epochs"]), "aux_epochs": int(p["aux_epochs"]),
                "aux_weight": float(p["aux_weight"]), "init_from": str(p["init_from"] or ""),
@@ -106,10 +109,11 @@ def params(cfg: RunConfig) -> dict[str, Any]:
     for key, allowed in (("dependence", tuple(MEASURES)), ("against", TARGETS), ("objective", OBJECTIVES)):
         if out[key] not in allowed:
             raise ConfigError(f"config.yaml baseline.{key}: must be one of {allowed}, got {out[key]!r}")
-    if (out["mu"] < 0 or out["mu_image"] < 0 or out["beta"] < 0 or out["attacker_steps"] < 1
+    if (out["mu"] < 0 or out["mu_image"] < 0 or out["mu_spread"] < 0 or out["spread_ramp_epochs"] < 0
+            or out["beta"] < 0 or out["attacker_steps"] < 1
             or out["restart_every"] < 0 or out["image_pool"] < 1 or out["image_ramp_epochs"] < 0
             or out["mu_ramp_epochs"] < 0 or out["sigma_ramp_epochs"] < 0):
-        raise ConfigError(f"config.yaml baseline: mu, mu_image, beta, restart_every and the ramps must be >= 0 "
+        raise ConfigError(f"config.yaml baseline: mu, mu_image, mu_spread, beta, restart_every and the ramps must be >= 0 "
                           f"and attacker_steps, image_pool >= 1, got {dict(p)}")
     return out
 
@@ -198,7 +202,8 @@ class HardenedTrainer(Trainer):
         return self.bottleneck.add_noise(mean), mean
 
     def regularisers(self, batch: Batch, mean: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """mu * dep(mean, private | task) + mu_image * dep(mean, image | task) + beta * VIB KL."""
+        """mu * dep(mean, private | task) + mu_image * dep(mean, image | task) + mu_spread * within-class share of
+        the mean's variance + beta * VIB KL."""
         loss, out = mean.new_zeros(()), {}
         weight = self.params["mu"] * self.ramp("mu_ramp_epochs")
         if weight > 0 and self.has_private:
@@ -210,6 +215,10 @@ class HardenedTrainer(Trainer):
             small = F.avg_pool2d(batch.images, pool) if pool > 1 else batch.images
             dep = conditional_dependence(mean, small, batch.task, self.params["dependence"])
             loss, out["dep_img"] = loss + weight * dep, dep.item()
+        weight = self.params["mu_spread"] * self.ramp("spread_ramp_epochs")
+        if weight > 0:
+            spread = within_class_spread(mean, batch.task)
+            loss, out["spread"] = loss + weight * spread, spread.item()
         if self.params["beta"] > 0 and self.bottleneck is not None:
             kl = self.bottleneck.kl(mean)
             loss, out["kl"] = loss + self.params["beta"] * kl, kl.item()
