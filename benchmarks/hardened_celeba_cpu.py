@@ -105,19 +105,25 @@ CONFIGS.update({
     "hw-k1-s1-dcor10r-img1r": ("hardened", WARM + IMG_RAMP + ["baseline.mu=10", "baseline.mu_ramp_epochs=3",
                                                               "baseline.mu_image=1", "baseline.adversaries=[]"]),
 })
-PRESETS = {"preset-celeba-cpu-hardened": "celeba-cpu-hardened",  # configs trained from another preset
-           "preset-celeba-cpu-hardened-split1": "celeba-cpu-hardened",
-           "preset-celeba-cpu-hardened-sr3": "celeba-cpu-hardened"}
-# the preset as shipped (its noise curriculum, sigma_ramp_epochs=3, joined it after the two runs below were measured)
-CONFIGS["preset-celeba-cpu-hardened-sr3"] = ("hardened", [])
-# the preset without the noise curriculum, on the seed-0 split and on another split of the images with another run
-# seed: nothing tuned to one split
-CONFIGS["preset-celeba-cpu-hardened"] = ("hardened", ["baseline.sigma_ramp_epochs=0"])
-CONFIGS["preset-celeba-cpu-hardened-split1"] = ("hardened", ["data.split_seed=1", "baseline.sigma_ramp_epochs=0"])
+# configs trained from the celeba-cpu-hardened preset (the others start from celeba-cpu)
+PRESETS = {name: "celeba-cpu-hardened" for name in ("preset-celeba-cpu-hardened", "preset-celeba-cpu-hardened-split1",
+                                                     "nospread-sr3", "nospread", "nospread-split1", "spread-only",
+                                                     "spread3")}
+# the preset as shipped (spread term and noise curriculum), on the seed-0 split and on another split of the images
+# with another run seed: nothing tuned to one split
+CONFIGS["preset-celeba-cpu-hardened"] = ("hardened", [])
+CONFIGS["preset-celeba-cpu-hardened-split1"] = ("hardened", ["data.split_seed=1"])
+# the preset of the previous stop (no spread term), with its noise curriculum; and the two runs measured before the
+# curriculum joined it
+CONFIGS["nospread-sr3"] = ("hardened", ["baseline.mu_spread=0"])
+CONFIGS["nospread"] = ("hardened", ["baseline.mu_spread=0", "baseline.sigma_ramp_epochs=0"])
+CONFIGS["nospread-split1"] = ("hardened", ["data.split_seed=1", "baseline.mu_spread=0", "baseline.sigma_ramp_epochs=0"])
+# the spread term alone (no Male or image term), and three times stronger
+CONFIGS["spread-only"] = ("hardened", ["baseline.mu=0", "baseline.mu_image=0"])
+CONFIGS["spread3"] = ("hardened", ["baseline.mu_spread=3"])
 # run seeds other than --seed (the split1 runs also use another split of the images)
-SEEDS = {"encoder-seed1": 1, "encoder-split1": 1, "preset-celeba-cpu-hardened-split1": 1}
-DEFAULT = ["encoder", "hw-k1-s1-dcor1-img1r", "hw-k1-s1-dcor1-img1r-ens01-sr3", "preset-celeba-cpu-hardened",
-           "preset-celeba-cpu-hardened-sr3"]
+SEEDS = {"encoder-seed1": 1, "encoder-split1": 1, "preset-celeba-cpu-hardened-split1": 1, "nospread-split1": 1}
+DEFAULT = ["encoder", "encoder-split1", "preset-celeba-cpu-hardened", "preset-celeba-cpu-hardened-split1"]
 
 
 def run(cmd: list[str], log: Path) -> None:

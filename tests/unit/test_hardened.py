@@ -327,6 +327,9 @@ def test_hardened_benchmark_sweep_file_configures_every_run() -> None:
     assert by_name["h-k1-s1-dcor1"].train.epochs_pretrain == 8 and by_name["h-k1-s1-dcor1"].baseline["warm_epochs"] == 4
     assert by_name["h-k1-s1-dcor1-ens"].train.epochs_adversarial > 0 == by_name["h-k1-s1-dcor1"].train.epochs_adversarial
     assert hardened.params(by_name["h-k1-s1-dcor1-img1"])["mu_image"] == 1.0
+    spread = hardened.params(by_name["h-k1-s1-dcor1-img1-spread1"])
+    preset_p = hardened.params(preset("celeba-cpu-hardened"))
+    assert {k: spread[k] for k in preset_p} == preset_p  # the sweep's spread run is the preset's method setting
 
 
 def test_init_from_loads_a_finished_runs_obfuscator_into_the_front(tmp_path, trained_run) -> None:
