@@ -34,10 +34,12 @@ def add_output_options(p: argparse.ArgumentParser, default_out: str, set_example
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def build_config(args: argparse.Namespace, method: str = "deepobfuscator") -> RunConfig:
-    """Preset + CLI options + --set overrides -> RunConfig (``--set method=NAME`` overrides ``method``)."""
+def build_config(args: argparse.Namespace, method: str | None = None) -> RunConfig:
+    """Preset + CLI options + --set overrides -> RunConfig. The method is the preset's unless the command names one
+    (``deepobf baseline NAME``); ``--set method=NAME`` overrides both."""
     cfg = preset(args.preset)
-    cfg.method = method
+    if method is not None:
+        cfg.method = method
     if getattr(args, "data", None):
         cfg.data.root = str(Path(args.data).expanduser().resolve())
     if getattr(args, "dataset", None):

@@ -406,3 +406,18 @@ def test_noise_curriculum_lowers_only_the_training_steps_noise(tmp_path, tiny_cf
     assert (bn(x) - bn.mean(x)).std().item() == pytest.approx(bn.sigma.item(), rel=0.1)
     bn.noise_scale = 0.5
     assert (bn(x) - bn.mean(x)).std().item() == pytest.approx(0.5 * bn.sigma.item(), rel=0.1)
+
+
+def test_train_command_keeps_the_presets_method_unless_told_otherwise() -> None:
+    """`deepobf train --preset celeba-cpu-hardened` trains `hardened` (it used to be overwritten by the paper's
+    method); `--set method=` and `deepobf baseline NAME` still choose."""
+    from deepobfuscator.cli import build_parser
+    from deepobfuscator.options import build_config
+
+    parse = build_parser().parse_args
+    assert build_config(parse(["train", "--preset", "celeba-cpu-hardened"])).method == "hardened"
+    assert build_config(parse(["train", "--preset", "celeba-cpu"])).method == "deepobfuscator"
+    told = parse(["train", "--preset", "celeba-cpu-hardened", "--set", "method=deepobfuscator"])
+    assert build_config(told).method == "deepobfuscator"
+    assert build_config(parse(["baseline", "encoder", "--preset", "celeba-cpu-hardened"]), method="encoder").method \
+        == "encoder"
