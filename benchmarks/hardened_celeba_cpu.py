@@ -36,6 +36,7 @@ import numpy as np
 
 from deepobfuscator.attacks.features import obfuscate
 from deepobfuscator.methods import load_trained
+from deepobfuscator.methods.hardened import LEGACY_DEFAULTS
 from deepobfuscator.metrics import balanced_accuracy
 from deepobfuscator.runs import RunDir, open_run_data
 from deepobfuscator.training.audit import AuditSettings, audit_leakage
@@ -105,6 +106,19 @@ CONFIGS.update({
     "hw-k1-s1-dcor10r-img1r": ("hardened", WARM + IMG_RAMP + ["baseline.mu=10", "baseline.mu_ramp_epochs=3",
                                                               "baseline.mu_image=1", "baseline.adversaries=[]"]),
 })
+
+
+def legacy(overrides: list[str]) -> list[str]:
+    """The overrides of a config measured before the recipe became hardened's defaults: the old defaults written
+    out (later overrides win), and no adversarial stage where there are no adversaries (today's configure would
+    move celeba-cpu's 6 adversarial epochs into stage 1)."""
+    old = [f"baseline.{k}={json.dumps(v).replace(' ', '') if isinstance(v, list) else v}"
+           for k, v in LEGACY_DEFAULTS.items()]
+    stage3 = [] if any(o.startswith("train.epochs_adversarial=") for o in overrides) else ["train.epochs_adversarial=0"]
+    return old + (stage3 if "baseline.adversaries=[]" in overrides else []) + overrides
+
+
+CONFIGS = {name: (method, legacy(o) if method == "hardened" else o) for name, (method, o) in CONFIGS.items()}
 # configs trained from the celeba-cpu-hardened preset (the others start from celeba-cpu)
 PRESETS = {name: "celeba-cpu-hardened" for name in ("preset-celeba-cpu-hardened", "preset-celeba-cpu-hardened-split1",
                                                      "nospread-sr3", "nospread", "nospread-split1", "spread-only",

@@ -25,11 +25,11 @@ SMALL_AUDIT = ["--set", "baseline.audit_images=32", "--set", "baseline.audit_val
 
 @pytest.fixture(scope="module")
 def hardened_run(tmp_path_factory: pytest.TempPathFactory, celeba_root: Path) -> Path:
-    """One tiny hardened run with the ensemble, penalty, auxiliary head and audit all on."""
+    """One tiny hardened run with the ensemble (off by default), the penalties, auxiliary head and audit all on."""
     out = tmp_path_factory.mktemp("hardened") / "run"
     assert main(["baseline", "hardened", "--preset", "tiny", "--data", str(celeba_root), "--out", str(out),
                  "--no-progress", "--set", "model.bottleneck_channels=2", "--set", "baseline.aux_epochs=1",
-                 *SMALL_AUDIT]) == 0
+                 "--set", "baseline.adversaries=[vgg,resnet,mlp]", *SMALL_AUDIT]) == 0
     return out
 
 

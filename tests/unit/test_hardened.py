@@ -174,7 +174,8 @@ def test_within_class_spread_is_zero_on_class_means_and_one_without_class_struct
 
 def test_spread_term_enters_the_pretraining_loss(tmp_path, tiny_cfg) -> None:
     tiny_cfg.method = "hardened"
-    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "mu": 0.0, "mu_spread": 1.0}
+    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 0, "mu": 0.0, "mu_image": 0.0,
+                         "mu_spread": 1.0, "spread_ramp_epochs": 0}
     trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
     batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
     out = trainer.step_pretrain(batch, 0)
@@ -186,7 +187,8 @@ def test_spread_term_enters_the_pretraining_loss(tmp_path, tiny_cfg) -> None:
 
 def test_image_term_enters_the_pretraining_loss(tmp_path, tiny_cfg) -> None:
     tiny_cfg.method = "hardened"
-    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "mu": 0.0, "mu_image": 2.0, "image_pool": 2}
+    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 0, "mu": 0.0, "mu_image": 2.0,
+                         "image_pool": 2, "image_ramp_epochs": 0, "mu_spread": 0.0}
     trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
     batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
     out = trainer.step_pretrain(batch, 0)
@@ -282,13 +284,14 @@ def test_configure_fills_bottleneck_and_turns_off_stage_3_without_adversaries() 
     assert (cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma) == (1, 2, 1.0)
     assert cfg.train.epochs_adversarial == 0 and cfg.privacy.defend == "none"
     tiny = preset("tiny")  # 32 px: pooling would leave C's VGG blocks a 4x4 map
+    tiny.baseline = {"adversaries": ["mlp"]}
     hardened.configure(tiny)
     assert tiny.model.bottleneck_pool == 1 and tiny.train.epochs_adversarial == 1
     bad = RunConfig()
     bad.baseline = {"against": "median"}
     with pytest.raises(ConfigError, match="against"):
         hardened.configure(bad)
-    bad.baseline = {"warm_epochs": bad.train.epochs_pretrain}
+    bad.baseline = {"warm_epochs": bad.train.epochs_pretrain + bad.train.epochs_adversarial + bad.train.epochs_attacker}
     with pytest.raises(ConfigError, match="warm_epochs"):
         hardened.configure(bad)
 
@@ -388,7 +391,7 @@ def test_penalties_ramp_in_over_the_first_bottleneck_epochs(tmp_path, tiny_cfg) 
 
 def test_noise_curriculum_lowers_only_the_training_steps_noise(tmp_path, tiny_cfg) -> None:
     tiny_cfg.method = "hardened"
-    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "mu": 0.0, "sigma_ramp_epochs": 2}
+    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 0, "mu": 0.0, "sigma_ramp_epochs": 2}
     tiny_cfg.train.epochs_pretrain = 3
     trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
     bn = trainer.bottleneck
@@ -416,8 +419,48 @@ def test_train_command_keeps_the_presets_method_unless_told_otherwise() -> None:
 
     parse = build_parser().parse_args
     assert build_config(parse(["train", "--preset", "celeba-cpu-hardened"])).method == "hardened"
-    assert build_config(parse(["train", "--preset", "celeba-cpu"])).method == "deepobfuscator"
+    assert build_config(parse(["train", "--preset", "celeba-cpu"])).method == "hardened"  # the default method
+    assert build_config(parse(["train", "--preset", "celeba-cpu", "--paper"]), method="deepobfuscator").method \
+        == "deepobfuscator"
     told = parse(["train", "--preset", "celeba-cpu-hardened", "--set", "method=deepobfuscator"])
     assert build_config(told).method == "deepobfuscator"
     assert build_config(parse(["baseline", "encoder", "--preset", "celeba-cpu-hardened"]), method="encoder").method \
         == "encoder"
+
+
+def test_hardened_is_the_default_and_the_paper_one_flag_away(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`deepobf train` trains `hardened` unless --paper (or --set method=...) says otherwise."""
+    from deepobfuscator import cli
+
+    seen: list[str] = []
+    monkeypatch.setattr(cli, "train_run", lambda cfg, out, **kw: seen.append(cfg.method) or {})
+    assert cli.main(["train", "--preset", "celeba-cpu", "--out", str(tmp_path / "a")]) == 0
+    assert cli.main(["train", "--preset", "celeba-cpu", "--paper", "--out", str(tmp_path / "b")]) == 0
+    assert cli.main(["train", "--preset", "celeba-cpu", "--set", "method=encoder", "--out", str(tmp_path / "c")]) == 0
+    assert seen == ["hardened", "deepobfuscator", "encoder"]
+    assert RunConfig().method == "hardened" and preset("tiny").method == "deepobfuscator"
+
+
+def test_default_recipe_on_a_paper_schedule_is_the_measured_preset() -> None:
+    """Without adversaries the paper schedule's adversarial epochs (and attacker epochs beyond one) go to stage 1:
+    celeba-cpu's 4/2/6 becomes the preset's 11/1/0 with 4 warm epochs, the same recipe; a schedule without
+    adversarial epochs is kept; `warm_epochs: -1` resolves into config.yaml."""
+    default = configure(preset("celeba-cpu"), "hardened")
+    measured = configure(preset("celeba-cpu-hardened"))
+    t = default.train
+    assert (t.epochs_pretrain, t.epochs_attacker, t.epochs_adversarial) == (11, 1, 0)
+    assert default.baseline == measured.baseline and default.model == measured.model
+    assert default.baseline["warm_epochs"] == 4
+    again = configure(default)  # idempotent (configure runs again when a run is resumed or attacked)
+    assert (again.train.epochs_pretrain, again.baseline["warm_epochs"]) == (11, 4)
+    kept = preset("celeba-cpu")
+    kept.train.epochs_adversarial = 0
+    assert configure(kept, "hardened").train.epochs_pretrain == 4
+    ens = preset("celeba-cpu")
+    ens.baseline = {"adversaries": ["vgg"]}
+    assert configure(ens, "hardened").train.epochs_adversarial == 6  # with adversaries the schedule stays
+    assert [hardened.auto_warm_epochs(n) for n in (1, 2, 4, 11, 22)] == [0, 1, 1, 4, 8]
+    bad = preset("celeba-cpu")
+    bad.baseline = {"warm_epochs": -2}
+    with pytest.raises(ConfigError, match="warm_epochs"):
+        configure(bad, "hardened")

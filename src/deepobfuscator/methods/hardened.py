@@ -58,22 +58,25 @@ SELECTION_FILE = "audit_selection.json"
 DEPLOYED = ("obfuscator", "classifier")  # what the audit's choice replaces in the final weights
 AUDIT_BEST = "audit_best.safetensors"  # under checkpoints/
 
+# the measured recipe (docs/hardened.md, benchmarks/results/hardened_celeba_cpu.md): bottleneck + the three
+# within-class terms, ramped in, no adversarial stage
 DEFAULTS: dict[str, Any] = {
     "mu": 1.0,  # within-class dependence penalty weight
     "dependence": "dcor",  # dcor | hsic
-    "mu_image": 0.0,  # within-class dependence penalty weight against the (downsampled) image itself
+    "mu_image": 1.0,  # within-class dependence penalty weight against the (downsampled) image itself
     "image_pool": 4,  # the image term's average-pooling factor (64x64 -> 16x16)
-    "image_ramp_epochs": 0,  # the image term's weight grows linearly over the first N bottleneck epochs of stage 1
-    "mu_spread": 0.0,  # weight of the within-class share of the sent mean's variance (collapse onto class means)
-    "spread_ramp_epochs": 0,  # its ramp, as above
+    "image_ramp_epochs": 3,  # the image term's weight grows linearly over the first N bottleneck epochs of stage 1
+    "mu_spread": 1.0,  # weight of the within-class share of the sent mean's variance (collapse onto class means)
+    "spread_ramp_epochs": 3,  # its ramp, as above
     "mu_ramp_epochs": 0,  # the same for the private-label term
-    "sigma_ramp_epochs": 0,  # stage-1 training noise grows from 0 to sigma over the first N bottleneck epochs
+    "sigma_ramp_epochs": 3,  # stage-1 training noise grows from 0 to sigma over the first N bottleneck epochs
     "beta": 0.0,  # VIB KL weight (meaningful with model.bottleneck_learn_sigma)
-    "warm_epochs": 0,  # first stage-1 epochs that train only O's front with an Encoder-style head (no bottleneck)
-    "aux_epochs": 2,  # first stage-1 epochs (after the warm ones) that keep that head as deep supervision: a cold
-    "aux_weight": 1.0,  # 1-channel noisy bottleneck alone barely leaves chance in 4 epochs
+    "warm_epochs": -1,  # first stage-1 epochs that train only O's front with an Encoder-style head (no bottleneck);
+    # -1: about 4/11 of stage 1 (4 of the celeba-cpu schedule's 11), at least 1 when stage 1 has 2 epochs
+    "aux_epochs": 0,  # first stage-1 epochs (after the warm ones) that keep that head as deep supervision
+    "aux_weight": 1.0,
     "init_from": "",  # a finished run (e.g. the Encoder's) whose obfuscator initialises O's front
-    "adversaries": ["vgg", "resnet", "mlp"],  # [] turns the adversarial stage off
+    "adversaries": [],  # e.g. [vgg, resnet, mlp]: the adversarial stage against a restarted ensemble ([]: none)
     "attacker_steps": 1,  # ensemble updates per obfuscator step
     "restart_every": 100,  # ensemble steps between re-initialising one member (0: never)
     "against": "max",  # max (strongest member on the batch) | mean
@@ -84,6 +87,10 @@ DEFAULTS: dict[str, Any] = {
     "audit_epochs": 4,
     "max_utility_drop": 0.01,
 }
+# what DEFAULTS were before the measured recipe became the default (issue 13's earlier runs name them explicitly)
+LEGACY_DEFAULTS: dict[str, Any] = {"mu_image": 0.0, "image_ramp_epochs": 0, "mu_spread": 0.0, "spread_ramp_epochs": 0,
+                                   "sigma_ramp_epochs": 0, "warm_epochs": 0, "aux_epochs": 2,
+                                   "adversaries": ["vgg", "resnet", "mlp"]}
 MIN_SENT_HW = 8
 BOTTLENECK_DEFAULTS = {"bottleneck_channels": 1, "bottleneck_pool": 2, "bottleneck_sigma": 1.0}
 
@@ -112,14 +119,24 @@ def params(cfg: RunConfig) -> dict[str, Any]:
     if (out["mu"] < 0 or out["mu_image"] < 0 or out["mu_spread"] < 0 or out["spread_ramp_epochs"] < 0
             or out["beta"] < 0 or out["attacker_steps"] < 1
             or out["restart_every"] < 0 or out["image_pool"] < 1 or out["image_ramp_epochs"] < 0
-            or out["mu_ramp_epochs"] < 0 or out["sigma_ramp_epochs"] < 0):
+            or out["mu_ramp_epochs"] < 0 or out["sigma_ramp_epochs"] < 0 or out["warm_epochs"] < -1):
         raise ConfigError(f"config.yaml baseline: mu, mu_image, mu_spread, beta, restart_every and the ramps must be >= 0 "
+                          f"(warm_epochs >= -1: -1 is automatic), "
                           f"and attacker_steps, image_pool >= 1, got {dict(p)}")
     return out
 
 
+def auto_warm_epochs(stage1_epochs: int) -> int:
+    """``warm_epochs: -1``: about 4/11 of stage 1 (the measured 4 of 11), at least 1 while the bottleneck keeps one."""
+    return max(min(1, stage1_epochs - 1), round(stage1_epochs * 4 / 11))
+
+
 def configure(cfg: RunConfig) -> None:
-    """Fill the bottleneck settings left unset; no adversaries means no adversarial stage."""
+    """Fill the bottleneck settings left unset. No adversaries means no adversarial stage: the epochs a schedule gives
+    it, and the attacker stage's beyond one (the run's diagnostic AR/AC), go to stage 1, so a schedule written for the
+    paper's method (e.g. celeba-cpu's 4/2/6) trains `hardened` for as many epochs (11/1/0); a schedule that already
+    has no adversarial epochs is kept. Resolves
+    ``warm_epochs: -1`` into ``cfg.baseline`` so ``config.yaml`` records what ran."""
     m = cfg.model
     if not m.bottleneck_channels:
         m.bottleneck_channels = BOTTLENECK_DEFAULTS["bottleneck_channels"]
@@ -130,6 +147,13 @@ def configure(cfg: RunConfig) -> None:
         pool = BOTTLENECK_DEFAULTS["bottleneck_pool"]
         m.bottleneck_pool = pool if min(h, w) // pool >= MIN_SENT_HW else 1  # C's VGG blocks pool 3 more times
     p = params(cfg)
+    t = cfg.train
+    if not p["adversaries"] and t.epochs_adversarial > 0:
+        t.epochs_pretrain += t.epochs_adversarial + max(0, t.epochs_attacker - 1)
+        t.epochs_adversarial, t.epochs_attacker = 0, min(t.epochs_attacker, 1)
+    if p["warm_epochs"] < 0:
+        cfg.baseline = {**cfg.baseline, "warm_epochs": auto_warm_epochs(t.epochs_pretrain)}
+        p = params(cfg)
     if p["warm_epochs"] and p["warm_epochs"] >= cfg.train.epochs_pretrain:
         raise ConfigError(f"config.yaml baseline.warm_epochs ({p['warm_epochs']}) must be below train.epochs_pretrain "
                           f"({cfg.train.epochs_pretrain}): the bottleneck needs stage-1 epochs of its own")
