@@ -2,7 +2,7 @@
 
     # train the two runs once (a few minutes each at celeba-cpu)
     deepobf baseline encoder --preset celeba-cpu --data ../shared/data/celeba --task Smiling --private Male --out R/enc
-    deepobf train --preset celeba-cpu --data ../shared/data/celeba --task Smiling --private Male \\
+    deepobf train --paper --preset celeba-cpu --data ../shared/data/celeba --task Smiling --private Male \\
         --set privacy.lambda1=10 --out R/dobf10
     # today's suite on the same run, for the wall-time comparison (an older checkout's `deepobf attack`):
     deepobf attack R/enc --out R/enc_v1/attack.json

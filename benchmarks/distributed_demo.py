@@ -1,4 +1,5 @@
-"""Seconds per epoch of `deepobf train --preset demo` with 1 and 2 CPU processes (torchrun, gloo).
+"""Seconds per epoch of `deepobf train --paper --preset demo` (the paper's three stages) with 1 and 2 CPU
+processes (torchrun, gloo).
 
     python benchmarks/distributed_demo.py --data /path/to/celeba            # demo preset, one epoch per stage
     python benchmarks/distributed_demo.py --data /path/to/celeba --quick    # smoke: 384 images
@@ -24,7 +25,7 @@ from pathlib import Path
 def run_one(procs: int, threads: int, data: str | None, out: Path, overrides: list[str]) -> dict:
     """Train the demo preset with ``procs`` processes of ``threads`` threads; return seconds per epoch by stage."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
-           "-m", "deepobfuscator.cli", "train", "--preset", "demo", "--out", str(out), "--no-progress",
+           "-m", "deepobfuscator.cli", "train", "--paper", "--preset", "demo", "--out", str(out), "--no-progress",
            "--set", f"train.threads={threads}"]
     cmd += ["--data", data] if data else []
     for item in overrides:

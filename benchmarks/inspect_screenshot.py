@@ -5,7 +5,7 @@ Starts `deepobf inspect RUN...` on a free loopback port, opens the page in headl
 (drawn by `deepobfuscator.data.synth`, never a dataset image), waits for the results, prints the time
 from upload to results (median over `--repeat` uploads), and saves a downscaled, palette PNG of the whole page:
 
-    deepobf train --preset demo --out runs/demo-dobf && deepobf attack runs/demo-dobf
+    deepobf train --paper --preset demo --out runs/demo-dobf && deepobf attack runs/demo-dobf
     deepobf baseline encoder --preset demo --out runs/demo-enc && deepobf attack runs/demo-enc
     python benchmarks/inspect_screenshot.py runs/demo-enc runs/demo-dobf --out docs/inspect.png
 
