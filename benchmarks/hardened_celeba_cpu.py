@@ -121,12 +121,14 @@ def legacy(overrides: list[str]) -> list[str]:
 CONFIGS = {name: (method, legacy(o) if method == "hardened" else o) for name, (method, o) in CONFIGS.items()}
 # configs trained from the celeba-cpu-hardened preset (the others start from celeba-cpu)
 PRESETS = {name: "celeba-cpu-hardened" for name in ("preset-celeba-cpu-hardened", "preset-celeba-cpu-hardened-split1",
-                                                     "nospread-sr3", "nospread", "nospread-split1", "spread-only",
-                                                     "spread3")}
+                                                     "preset-celeba-cpu-hardened-seed1", "nospread-sr3", "nospread",
+                                                     "nospread-split1", "spread-only", "spread3", "preset-mu2",
+                                                     "preset-mu3")}
 # the preset as shipped (spread term and noise curriculum), on the seed-0 split and on another split of the images
 # with another run seed: nothing tuned to one split
 CONFIGS["preset-celeba-cpu-hardened"] = ("hardened", [])
 CONFIGS["preset-celeba-cpu-hardened-split1"] = ("hardened", ["data.split_seed=1"])
+CONFIGS["preset-celeba-cpu-hardened-seed1"] = ("hardened", [])  # the seed-0 split, run seed 1
 # the preset of the previous stop (no spread term), with its noise curriculum; and the two runs measured before the
 # curriculum joined it
 CONFIGS["nospread-sr3"] = ("hardened", ["baseline.mu_spread=0"])
@@ -135,8 +137,12 @@ CONFIGS["nospread-split1"] = ("hardened", ["data.split_seed=1", "baseline.mu_spr
 # the spread term alone (no Male or image term), and three times stronger
 CONFIGS["spread-only"] = ("hardened", ["baseline.mu=0", "baseline.mu_image=0"])
 CONFIGS["spread3"] = ("hardened", ["baseline.mu_spread=3"])
+# a stronger Male term on top (ramped): what repeated queries (m=8, the noise-free mean) still read
+CONFIGS["preset-mu2"] = ("hardened", ["baseline.mu=2", "baseline.mu_ramp_epochs=3"])
+CONFIGS["preset-mu3"] = ("hardened", ["baseline.mu=3", "baseline.mu_ramp_epochs=3"])
 # run seeds other than --seed (the split1 runs also use another split of the images)
-SEEDS = {"encoder-seed1": 1, "encoder-split1": 1, "preset-celeba-cpu-hardened-split1": 1, "nospread-split1": 1}
+SEEDS = {"encoder-seed1": 1, "encoder-split1": 1, "preset-celeba-cpu-hardened-split1": 1, "nospread-split1": 1,
+         "preset-celeba-cpu-hardened-seed1": 1}
 DEFAULT = ["encoder", "encoder-split1", "preset-celeba-cpu-hardened", "preset-celeba-cpu-hardened-split1"]
 
 
