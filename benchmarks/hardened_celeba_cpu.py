@@ -235,7 +235,8 @@ def row(name: str, out: Path) -> dict:
     stamp = out / "bench_train_seconds.json"
     seconds = json.loads(stamp.read_text())["seconds"] if stamp.is_file() else None
     sel = out / "audit_selection.json"
-    r = {"name": name, "smiling": summary["test"]["C_acc"]["Smiling"], "smiling_majority": summary["majority_rate"]["Smiling"],
+    r = {"name": name, "method": summary.get("method"), "smiling": summary["test"]["C_acc"]["Smiling"],
+         "smiling_majority": summary["majority_rate"]["Smiling"],
          "train_s": seconds, "selected": json.loads(sel.read_text())["selected"] if sel.is_file() else None}
     if att:
         male = att["privacy"]["Male"]
@@ -309,7 +310,7 @@ def draw_front(rows: list[dict], floor: float | None, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for r in rows:
-        hardened = r["name"].startswith(("hw-", "h-", "preset"))  # the hardened configs of CONFIGS
+        hardened = CONFIGS.get(r["name"], ("",))[0] == "hardened" or r.get("method") == "hardened"
         style = dict(fmt="*" if hardened else "o", ms=9 if hardened else 7, capsize=2, elinewidth=0.8,
                      color="tab:red" if hardened else "tab:gray")
         sx = r.get("smiling_attack", r["smiling"])
