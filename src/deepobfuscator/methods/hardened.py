@@ -120,14 +120,15 @@ def params(cfg: RunConfig) -> dict[str, Any]:
             or out["beta"] < 0 or out["attacker_steps"] < 1
             or out["restart_every"] < 0 or out["image_pool"] < 1 or out["image_ramp_epochs"] < 0
             or out["mu_ramp_epochs"] < 0 or out["sigma_ramp_epochs"] < 0 or out["warm_epochs"] < -1):
-        raise ConfigError(f"config.yaml baseline: mu, mu_image, mu_spread, beta, restart_every and the ramps must be >= 0 "
-                          f"(warm_epochs >= -1: -1 is automatic), "
-                          f"and attacker_steps, image_pool >= 1, got {dict(p)}")
+        raise ConfigError(f"config.yaml baseline: mu, mu_image, mu_spread, beta, restart_every and the ramps must be "
+                          f">= 0 (warm_epochs >= -1: -1 is automatic), and attacker_steps, image_pool >= 1, "
+                          f"got {dict(p)}")
     return out
 
 
 def auto_warm_epochs(stage1_epochs: int) -> int:
-    """``warm_epochs: -1``: about 4/11 of stage 1 (the measured 4 of 11), at least 1 while the bottleneck keeps one."""
+    """``warm_epochs: -1``: about 4/11 of stage 1 (the measured 4 of 11); at least 1 when stage 1 has 2 epochs or
+    more, so the bottleneck always keeps at least one epoch of its own."""
     return max(min(1, stage1_epochs - 1), round(stage1_epochs * 4 / 11))
 
 
@@ -135,8 +136,8 @@ def configure(cfg: RunConfig) -> None:
     """Fill the bottleneck settings left unset. No adversaries means no adversarial stage: the epochs a schedule gives
     it, and the attacker stage's beyond one (the run's diagnostic AR/AC), go to stage 1, so a schedule written for the
     paper's method (e.g. celeba-cpu's 4/2/6) trains `hardened` for as many epochs (11/1/0); a schedule that already
-    has no adversarial epochs is kept. Resolves
-    ``warm_epochs: -1`` into ``cfg.baseline`` so ``config.yaml`` records what ran."""
+    has no adversarial epochs is kept. Resolves ``warm_epochs: -1`` into ``cfg.baseline`` so ``config.yaml`` records
+    what ran."""
     m = cfg.model
     if not m.bottleneck_channels:
         m.bottleneck_channels = BOTTLENECK_DEFAULTS["bottleneck_channels"]
