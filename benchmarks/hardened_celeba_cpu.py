@@ -310,7 +310,7 @@ def draw_front(rows: list[dict], floor: float | None, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for r in rows:
-        hardened = CONFIGS.get(r["name"], ("",))[0] == "hardened" or r.get("method") == "hardened"
+        hardened = r.get("method") == "hardened"  # from the run's train_summary.json
         style = dict(fmt="*" if hardened else "o", ms=9 if hardened else 7, capsize=2, elinewidth=0.8,
                      color="tab:red" if hardened else "tab:gray")
         sx = r.get("smiling_attack", r["smiling"])

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from deepobfuscator.methods import load_trained
+from deepobfuscator.metrics import balanced_accuracy
 from deepobfuscator.models.bottleneck import bottleneck_of
 from deepobfuscator.runs import RunDir, open_run_data
 from deepobfuscator.training.adversaries import build_adversary
@@ -56,10 +57,7 @@ def score(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, std: torch.Ten
         for _ in range(draws):
             logits = torch.cat([net(x[i:i + 512] + torch.randn_like(x[i:i + 512]) * std) for i in range(0, len(x), 512)])
             pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-            if balanced:
-                out.append(float(np.mean([(pred[y == k] == k).float().mean().item() for k in (0, 1)])))
-            else:
-                out.append((pred == y).float().mean().item())
+            out.append(balanced_accuracy(y.numpy(), pred.numpy()) if balanced else (pred == y).float().mean().item())
     return float(np.mean(out))
 
 
