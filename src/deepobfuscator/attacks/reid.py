@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data import PreparedData
+from ..data import PreparedData, images_to_tensor
 from ..losses import MSSSIMSettings, ms_ssim
 from ..metrics import rate_report
 from .features import images_to_dataset_tensor
@@ -105,7 +105,7 @@ def run_trials(recons: np.ndarray, trials: ReidTrials, data: PreparedData, kind:
     for start in range(0, len(trials), 64):
         q = trials.query[start:start + 64]
         cands = trials.candidates[start:start + 64]
-        recon = torch.from_numpy(np.ascontiguousarray(recons[q])).permute(0, 3, 1, 2).float().div(255.0)
+        recon = images_to_tensor(recons[q])
         gallery = images_to_dataset_tensor(data, cands.reshape(-1))
         scores = similarity(recon.repeat_interleave(CANDIDATES, 0), gallery, kind, settings).view(-1, CANDIDATES)
         scores = scores.double().numpy()
