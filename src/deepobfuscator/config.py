@@ -124,21 +124,40 @@ class RunConfig:
 
     name: str = "run"
     method: str = "hardened"  # the paper's Algorithm 1 is `deepobfuscator` (deepobf train --paper); see docs/hardened.md
+    params: dict[str, Any] = field(default_factory=dict)  # the method's parameters (config.yaml: beside its name)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     msssim: MSSSIMConfig = field(default_factory=MSSSIMConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    baseline: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML-safe)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (YAML-safe); the method and its parameters form one mapping,
+        ``method: {name: hardened, mu: 1.0, ...}``."""
+        raw = dataclasses.asdict(self)
+        raw["method"] = {"name": raw["method"], **raw.pop("params")}
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
-        """Build from a nested dict, rejecting unknown keys with a suggestion."""
+        """Build from a nested dict, rejecting unknown keys with a suggestion. ``method`` is a name or a mapping with
+        ``name`` and the parameters; a ``baseline:`` section (runs written before the parameters moved under
+        ``method:``) is read as the parameters."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config: expected a mapping, got {type(raw).__name__}")
+        raw = dict(raw)
+        method = raw.get("method", RunConfig.method)
+        params: dict[str, Any] = {}
+        if isinstance(method, dict):
+            params = dict(method)
+            if "name" not in params:
+                raise ConfigError("config method: a mapping needs the method's 'name' (e.g. name: hardened)")
+            method = params.pop("name")
+        legacy = raw.pop("baseline", None)
+        if legacy is not None and not isinstance(legacy, dict):
+            raise ConfigError(f"config baseline: expected a mapping of method parameters, got {legacy!r}")
+        raw["method"], raw["params"] = method, {**(legacy or {}), **params, **(raw.get("params") or {})}
         return config_from_dict(cls, raw)
 
 
@@ -200,7 +219,7 @@ def _preset_celeba_cpu_hardened() -> RunConfig:
     cfg.train.epochs_pretrain = 11
     cfg.train.epochs_attacker = 1
     cfg.train.epochs_adversarial = 0
-    cfg.baseline = {"mu": 1.0, "mu_image": 1.0, "image_ramp_epochs": 3, "mu_spread": 1.0, "spread_ramp_epochs": 3,
+    cfg.params = {"mu": 1.0, "mu_image": 1.0, "image_ramp_epochs": 3, "mu_spread": 1.0, "spread_ramp_epochs": 3,
                     "sigma_ramp_epochs": 3, "adversaries": [], "warm_epochs": 4, "aux_epochs": 0}
     return cfg
 
@@ -277,13 +296,23 @@ def preset(name: str) -> RunConfig:
 
 
 def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
-    """Apply ``section.key=value`` overrides (values parsed as YAML); returns a new config of cfg's type."""
+    """Apply ``section.key=value`` overrides (values parsed as YAML); returns a new config of cfg's type.
+    ``method=NAME`` switches the method (dropping the previous one's parameters), ``method.KEY=VALUE`` sets one of its
+    parameters (``baseline.KEY``, the parameters' former section, is read the same way)."""
     raw = cfg.to_dict()
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form section.key=value")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
+        if "method" in raw and parts[0] in ("method", "baseline"):
+            parts[0] = "method"
+            if not isinstance(raw["method"], dict):
+                raw["method"] = {"name": raw["method"]}
+            if parts == ["method"]:
+                parsed = yaml.safe_load(value)
+                raw["method"] = parsed if isinstance(parsed, dict) else {"name": parsed}
+                continue
         node = raw
         for part in parts[:-1]:
             if part not in node or not isinstance(node[part], dict):

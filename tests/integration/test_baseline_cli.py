@@ -24,7 +24,7 @@ def test_dp_baseline_records_its_parameters_and_is_attackable(tmp_path: Path, ce
     out = tmp_path / "dp"
     assert _baseline("dp", out, celeba_root, "--epsilon", "0.2") == 0
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["method"] == "dp" and cfg["baseline"] == {"epsilon": 0.2, "sensitivity": 1.0, "clip": False}
+    assert cfg["method"] == {"name": "dp", "epsilon": 0.2, "sensitivity": 1.0, "clip": False}
     assert cfg["train"]["epochs_adversarial"] == 0 and (out / "checkpoints" / "final.safetensors").is_file()
     assert main(["attack", str(out), *TINY_ATTACK]) == 0
     result = json.loads((out / "attack.json").read_text())
@@ -39,7 +39,7 @@ def test_hybrid_baseline_ships_its_pca_to_the_attacks(tmp_path: Path, celeba_roo
     from deepobfuscator.runs import RunDir
 
     out = tmp_path / "hybrid"
-    assert _baseline("hybrid", out, celeba_root, "--set", "baseline.n_components=8") == 0
+    assert _baseline("hybrid", out, celeba_root, "--set", "method.n_components=8") == 0
     assert (out / "hybrid_pca.safetensors").is_file()
     cfg, modules = load_trained(RunDir(out))
     assert isinstance(modules.feature_transform, PCALaplace) and modules.feature_transform.components.shape[0] == 8

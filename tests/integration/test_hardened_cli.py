@@ -19,8 +19,8 @@ from deepobfuscator.runs import RunDir
 # --epochs caps every learned attacker; --repeat 2: the repeated-query attack a stochastic pipeline gets
 TINY_ATTACK = ["--attackers", "vgg,mirror", "--epochs", "1", "--repeat", "1,2", "--reid-images", "4",
                "--grid-images", "2", "--bootstrap", "20", "--no-progress", "--threads", "1"]
-SMALL_AUDIT = ["--set", "baseline.audit_images=32", "--set", "baseline.audit_val_images=16",
-               "--set", "baseline.audit_epochs=1", "--set", "baseline.restart_every=2"]
+SMALL_AUDIT = ["--set", "method.audit_images=32", "--set", "method.audit_val_images=16",
+               "--set", "method.audit_epochs=1", "--set", "method.restart_every=2"]
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +28,16 @@ def hardened_run(tmp_path_factory: pytest.TempPathFactory, celeba_root: Path) ->
     """One tiny hardened run with the ensemble (off by default), the penalties, auxiliary head and audit all on."""
     out = tmp_path_factory.mktemp("hardened") / "run"
     assert main(["baseline", "hardened", "--preset", "tiny", "--data", str(celeba_root), "--out", str(out),
-                 "--no-progress", "--set", "model.bottleneck_channels=2", "--set", "baseline.aux_epochs=1",
-                 "--set", "baseline.adversaries=[vgg,resnet,mlp]", *SMALL_AUDIT]) == 0
+                 "--no-progress", "--set", "model.bottleneck_channels=2", "--set", "method.aux_epochs=1",
+                 "--set", "method.adversaries=[vgg,resnet,mlp]", *SMALL_AUDIT]) == 0
     return out
 
 
 def test_hardened_records_its_configuration_and_the_audit_choice(hardened_run: Path) -> None:
     cfg = yaml.safe_load((hardened_run / "config.yaml").read_text())
-    assert cfg["method"] == "hardened"
+    assert cfg["method"]["name"] == "hardened"
     assert cfg["model"]["bottleneck_channels"] == 2 and cfg["model"]["bottleneck_sigma"] == 1.0
-    assert cfg["baseline"]["adversaries"] == ["vgg", "resnet", "mlp"] and cfg["baseline"]["mu"] == 1.0
+    assert cfg["method"]["adversaries"] == ["vgg", "resnet", "mlp"] and cfg["method"]["mu"] == 1.0
     records = [json.loads(line) for line in (hardened_run / "metrics.jsonl").read_text().splitlines()]
     audited = [r for r in records if "audit" in r]
     assert [(r["stage"], r["epoch"]) for r in audited] == [("pretrain", 1), ("adversarial", 1)]

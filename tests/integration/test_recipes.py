@@ -14,9 +14,10 @@ from PIL import Image
 
 from deepobfuscator.attacks.features import obfuscate
 from deepobfuscator.cli import main
-from deepobfuscator.config import ConfigError, RunConfig
+from deepobfuscator.config import RunConfig
 from deepobfuscator.data import LOADERS, AttributeSpec, DatasetIndex, DataError, register_loader
 from deepobfuscator.methods import METHODS, Method, load_trained, no_adversarial, register_method
+from deepobfuscator.methods.params import MethodParams, param, validate_params
 from deepobfuscator.runs import RunDir
 from deepobfuscator.training import Trainer
 
@@ -36,12 +37,15 @@ class FeatureNoise:
         return feats + torch.randn_like(feats) * self.sigma
 
 
+class FeatureNoiseParams(MethodParams):
+    """The recipe's typed parameters (validated by `configure`; unknown or ill-typed keys are named)."""
+
+    sigma: float = param(0.5, "std of the Gaussian noise on every feature", gt=0)
+
+
 def feature_noise(cfg: RunConfig, run_path: Path) -> FeatureNoise:
     """The deployed feature transform (stateless: built from the config)."""
-    sigma = float(cfg.baseline["sigma"])
-    if sigma <= 0:
-        raise ConfigError(f"config.yaml baseline.sigma: featnoise needs a positive value, got {sigma}")
-    return FeatureNoise(sigma)
+    return FeatureNoise(validate_params(FeatureNoiseParams, cfg.params, "featnoise").sigma)
 
 
 class FeatureNoiseTrainer(Trainer):
@@ -50,7 +54,7 @@ class FeatureNoiseTrainer(Trainer):
     @classmethod
     def cache_signature(cls, cfg: RunConfig, stage: int) -> dict[str, Any]:
         """Every stage depends on the noise level."""
-        return {"featnoise": dict(cfg.baseline)}
+        return {"featnoise": dict(cfg.params)}
 
 
 @pytest.fixture
@@ -58,7 +62,7 @@ def featnoise() -> Iterator[Method]:
     """The recipe's method, registered for one test."""
     method = register_method(Method(
         "featnoise", "FeatureNoise", "Gaussian noise on O's output; O+C trained on noisy features",
-        defaults={"sigma": 0.5}, configure=no_adversarial, trainer_cls=FeatureNoiseTrainer,
+        params=FeatureNoiseParams, configure=no_adversarial, trainer_cls=FeatureNoiseTrainer,
         feature_transform=feature_noise))
     try:
         yield method
@@ -73,10 +77,10 @@ def test_recipe_add_a_defence(featnoise: Method, tmp_path: Path, celeba_root: Pa
     monkeypatch.setattr(Trainer, "fit", lambda self: (seen.append(self), original(self))[1])
     out = tmp_path / "featnoise"
     assert main(["train", "--preset", "tiny", "--data", str(celeba_root), "--out", str(out), "--no-progress",
-                 "--set", "method=featnoise", "--set", "baseline.sigma=0.25"]) == 0
+                 "--set", "method=featnoise", "--set", "method.sigma=0.25"]) == 0
     assert type(seen[-1]) is FeatureNoiseTrainer
     cfg, modules = load_trained(RunDir(out))  # what deepobf attack loads, then obfuscate()s
-    assert cfg.baseline == {"sigma": 0.25} and cfg.train.epochs_adversarial == 0
+    assert cfg.params == {"sigma": 0.25} and cfg.train.epochs_adversarial == 0
     assert isinstance(modules.feature_transform, FeatureNoise) and modules.feature_transform.sigma == 0.25
     probe = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
@@ -96,8 +100,11 @@ def test_recipe_add_a_defence(featnoise: Method, tmp_path: Path, celeba_root: Pa
 def test_recipe_defence_rejects_bad_parameters(featnoise: Method, tmp_path: Path, celeba_root: Path, capsys) -> None:
     out = tmp_path / "bad"
     assert main(["train", "--preset", "tiny", "--data", str(celeba_root), "--out", str(out), "--no-progress",
-                 "--set", "method=featnoise", "--set", "baseline.sigmaa=1"]) == 2
-    assert "featnoise takes no parameter(s) ['sigmaa']" in capsys.readouterr().err
+                 "--set", "method=featnoise", "--set", "method.sigmaa=1"]) == 2
+    assert "featnoise takes no parameter 'sigmaa'" in capsys.readouterr().err
+    assert main(["train", "--preset", "tiny", "--data", str(celeba_root), "--out", str(out), "--no-progress",
+                 "--set", "method=featnoise", "--set", "method.sigma=-1"]) == 2
+    assert "method.sigma: Input should be greater than 0" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- recipe: add a dataset loader

@@ -32,7 +32,7 @@ def test_train_command_trains_the_method_that_attack_evaluates(name: str, tmp_pa
     trainer = seen[-1]
     assert isinstance(trainer, method.trainer_cls), f"{name} was trained by {type(trainer).__name__}"
     cfg, modules = load_trained(RunDir(out))  # what deepobf attack loads, then obfuscate()s
-    assert cfg.method == name and set(method.defaults) <= set(cfg.baseline)
+    assert cfg.method == name and set(method.defaults) <= set(cfg.params)
     probe = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.manual_seed(0)  # noise transforms draw fresh noise: same draws on both sides

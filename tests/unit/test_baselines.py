@@ -37,7 +37,7 @@ def test_noisy_adds_gaussian_noise_with_sigma_40_of_255() -> None:
 def test_dp_laplace_scale_is_sensitivity_over_epsilon(epsilon: float) -> None:
     torch.manual_seed(1)
     cfg = preset("tiny")
-    cfg.baseline = {"epsilon": epsilon}
+    cfg.params = {"epsilon": epsilon}
     transform = get_method("dp").input_transform(configure(cfg, "dp"))
     assert isinstance(transform, LaplacePixelMechanism) and transform.scale == pytest.approx(1.0 / epsilon)
     noise = transform(_grey()) - 0.5
@@ -65,22 +65,22 @@ def test_configure_applies_each_method() -> None:
     enc = configure(preset("tiny"), "encoder")
     assert enc.train.epochs_adversarial == 0 and enc.privacy.defend == "none"
     assert configure(preset("tiny"), "pan").privacy.reconstruction_loss == "mse"
-    assert configure(preset("tiny"), "nopeek").baseline == {"weight": 1.0}
+    assert configure(preset("tiny"), "nopeek").params == {"weight": 1.0}
     hyb = configure(preset("tiny"), "hybrid")
-    assert hyb.baseline["epsilon"] == 0.5 and hyb.train.epochs_adversarial > 0
+    assert hyb.params["epsilon"] == 0.5 and hyb.train.epochs_adversarial > 0
     assert get_method("dp").trainer_cls is InputNoiseTrainer
     assert get_method("nopeek").trainer_cls is NoPeekTrainer
     assert get_method("hybrid").trainer_cls is HybridTrainer
     assert get_method("deepobfuscator").trainer_cls is Trainer
     bad = preset("tiny")
-    bad.baseline = {"epsilom": 0.5}
+    bad.params = {"epsilom": 0.5}
     with pytest.raises(ConfigError, match="epsilom"):
         configure(bad, "dp")
     with pytest.raises(ConfigError, match="did you mean 'nopeek'"):
         get_method("nopeak")
     neg = preset("tiny")
-    neg.baseline = {"epsilon": -1}
-    with pytest.raises(ConfigError, match="baseline.epsilon"):
+    neg.params = {"epsilon": -1}
+    with pytest.raises(ConfigError, match="method.epsilon"):
         get_method("dp").input_transform(configure(neg, "dp"))
 
 

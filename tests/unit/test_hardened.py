@@ -174,26 +174,26 @@ def test_within_class_spread_is_zero_on_class_means_and_one_without_class_struct
 
 def test_spread_term_enters_the_pretraining_loss(tmp_path, tiny_cfg) -> None:
     tiny_cfg.method = "hardened"
-    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 0, "mu": 0.0, "mu_image": 0.0,
+    tiny_cfg.params = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 0, "mu": 0.0, "mu_image": 0.0,
                          "mu_spread": 1.0, "spread_ramp_epochs": 0}
     trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
     batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
     out = trainer.step_pretrain(batch, 0)
     assert "spread" in out and "dep" not in out and 0.0 <= out["spread"] <= 1.0
-    tiny_cfg.baseline = {"mu_spread": -1}
+    tiny_cfg.params = {"mu_spread": -1}
     with pytest.raises(ConfigError, match="mu_spread"):
         hardened.params(tiny_cfg)
 
 
 def test_image_term_enters_the_pretraining_loss(tmp_path, tiny_cfg) -> None:
     tiny_cfg.method = "hardened"
-    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 0, "mu": 0.0, "mu_image": 2.0,
+    tiny_cfg.params = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 0, "mu": 0.0, "mu_image": 2.0,
                          "image_pool": 2, "image_ramp_epochs": 0, "mu_spread": 0.0}
     trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
     batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
     out = trainer.step_pretrain(batch, 0)
     assert "dep_img" in out and "dep" not in out and math.isfinite(out["dep_img"])
-    tiny_cfg.baseline = {"image_pool": 0}
+    tiny_cfg.params = {"image_pool": 0}
     with pytest.raises(ConfigError, match="image_pool"):
         hardened.params(tiny_cfg)
 
@@ -279,19 +279,19 @@ def test_audit_picks_lowest_leakage_within_the_utility_margin() -> None:
 # --------------------------------------------------------------------------- configuration
 def test_configure_fills_bottleneck_and_turns_off_stage_3_without_adversaries() -> None:
     cfg = preset("celeba-cpu")
-    cfg.baseline = {"adversaries": []}
+    cfg.params = {"adversaries": []}
     hardened.configure(cfg)
     assert (cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma) == (1, 2, 1.0)
     assert cfg.train.epochs_adversarial == 0 and cfg.privacy.defend == "none"
     tiny = preset("tiny")  # 32 px: pooling would leave C's VGG blocks a 4x4 map
-    tiny.baseline = {"adversaries": ["mlp"]}
+    tiny.params = {"adversaries": ["mlp"]}
     hardened.configure(tiny)
     assert tiny.model.bottleneck_pool == 1 and tiny.train.epochs_adversarial == 1
     bad = RunConfig()
-    bad.baseline = {"against": "median"}
+    bad.params = {"against": "median"}
     with pytest.raises(ConfigError, match="against"):
         hardened.configure(bad)
-    bad.baseline = {"warm_epochs": bad.train.epochs_pretrain + bad.train.epochs_adversarial + bad.train.epochs_attacker}
+    bad.params = {"warm_epochs": bad.train.epochs_pretrain + bad.train.epochs_adversarial + bad.train.epochs_attacker}
     with pytest.raises(ConfigError, match="warm_epochs"):
         hardened.configure(bad)
 
@@ -301,10 +301,10 @@ def test_hardened_is_a_registered_method_trained_by_its_own_trainer() -> None:
     assert method.trainer_cls is hardened.HardenedTrainer and method.defaults == hardened.DEFAULTS
     assert method.input_transform is None and method.feature_transform is None  # the noise lives inside O
     cfg = configure(preset("tiny"), "hardened")
-    assert cfg.method == "hardened" and cfg.model.bottleneck_channels == 1 and cfg.baseline["mu"] == 1.0
+    assert cfg.method == "hardened" and cfg.model.bottleneck_channels == 1 and cfg.params["mu"] == 1.0
     with pytest.raises(ConfigError, match="hardened takes no parameter"):
         bad = preset("tiny")
-        bad.baseline = {"sigma": 1.0}
+        bad.params = {"sigma": 1.0}
         configure(bad, "hardened")
 
 
@@ -327,7 +327,7 @@ def test_hardened_benchmark_sweep_file_configures_every_run() -> None:
             assert cfg.model.bottleneck_channels >= 1 and cfg.model.bottleneck_pool == 2
     by_name = {s.name: configure(sweep.config(s)) for s in sweep.runs}
     assert by_name["h-k1-s125-dcor1"].model.bottleneck_sigma == 1.25
-    assert by_name["h-k1-s1-dcor1"].train.epochs_pretrain == 8 and by_name["h-k1-s1-dcor1"].baseline["warm_epochs"] == 4
+    assert by_name["h-k1-s1-dcor1"].train.epochs_pretrain == 8 and by_name["h-k1-s1-dcor1"].params["warm_epochs"] == 4
     assert by_name["h-k1-s1-dcor1-ens"].train.epochs_adversarial > 0 == by_name["h-k1-s1-dcor1"].train.epochs_adversarial
     assert hardened.params(by_name["h-k1-s1-dcor1-img1"])["mu_image"] == 1.0
     spread = hardened.params(by_name["h-k1-s1-dcor1-img1-spread1"])
@@ -340,19 +340,19 @@ def test_init_from_loads_a_finished_runs_obfuscator_into_the_front(tmp_path, tra
     cfg.data.root = yaml.safe_load((trained_run / "config.yaml").read_text())["data"]["root"]
     assert cfg.data.root
     cfg.method = "hardened"
-    cfg.baseline = {"init_from": str(trained_run), "adversaries": []}
+    cfg.params = {"init_from": str(trained_run), "adversaries": []}
     trainer = method_trainer(cfg, tmp_path / "h", progress=False)
     source = load_file(str(trained_run / "checkpoints" / "final.safetensors"))
     front = trainer.modules.obfuscator.front.state_dict()
     assert all(torch.equal(front[k], source[f"obfuscator.{k}"]) for k in front)
-    cfg.baseline = {"init_from": str(tmp_path / "nowhere")}
+    cfg.params = {"init_from": str(tmp_path / "nowhere")}
     with pytest.raises(ConfigError, match="init_from"):
         method_trainer(cfg, tmp_path / "h2", progress=False)
 
 
 def test_warm_epochs_train_the_front_with_the_auxiliary_head_only(tmp_path, tiny_cfg) -> None:
     tiny_cfg.method = "hardened"
-    tiny_cfg.baseline = {"adversaries": [], "warm_epochs": 1, "aux_epochs": 0}
+    tiny_cfg.params = {"adversaries": [], "warm_epochs": 1, "aux_epochs": 0}
     tiny_cfg.train.epochs_pretrain = 2
     trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
     batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
@@ -370,7 +370,7 @@ def test_warm_epochs_train_the_front_with_the_auxiliary_head_only(tmp_path, tiny
 
 def test_penalties_ramp_in_over_the_first_bottleneck_epochs(tmp_path, tiny_cfg) -> None:
     tiny_cfg.method = "hardened"
-    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 1, "mu_image": 1.0, "image_ramp_epochs": 2,
+    tiny_cfg.params = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 1, "mu_image": 1.0, "image_ramp_epochs": 2,
                          "mu": 1.0, "mu_ramp_epochs": 4, "mu_spread": 1.0, "spread_ramp_epochs": 1}
     tiny_cfg.train.epochs_pretrain = 5
     trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
@@ -391,7 +391,7 @@ def test_penalties_ramp_in_over_the_first_bottleneck_epochs(tmp_path, tiny_cfg) 
 
 def test_noise_curriculum_lowers_only_the_training_steps_noise(tmp_path, tiny_cfg) -> None:
     tiny_cfg.method = "hardened"
-    tiny_cfg.baseline = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 0, "mu": 0.0, "sigma_ramp_epochs": 2}
+    tiny_cfg.params = {"adversaries": [], "aux_epochs": 0, "warm_epochs": 0, "mu": 0.0, "sigma_ramp_epochs": 2}
     tiny_cfg.train.epochs_pretrain = 3
     trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
     bn = trainer.bottleneck
@@ -449,18 +449,18 @@ def test_default_recipe_on_a_paper_schedule_is_the_measured_preset() -> None:
     measured = configure(preset("celeba-cpu-hardened"))
     t = default.train
     assert (t.epochs_pretrain, t.epochs_attacker, t.epochs_adversarial) == (11, 1, 0)
-    assert default.baseline == measured.baseline and default.model == measured.model
-    assert default.baseline["warm_epochs"] == 4
+    assert default.params == measured.params and default.model == measured.model
+    assert default.params["warm_epochs"] == 4
     again = configure(default)  # idempotent (configure runs again when a run is resumed or attacked)
-    assert (again.train.epochs_pretrain, again.baseline["warm_epochs"]) == (11, 4)
+    assert (again.train.epochs_pretrain, again.params["warm_epochs"]) == (11, 4)
     kept = preset("celeba-cpu")
     kept.train.epochs_adversarial = 0
     assert configure(kept, "hardened").train.epochs_pretrain == 4
     ens = preset("celeba-cpu")
-    ens.baseline = {"adversaries": ["vgg"]}
+    ens.params = {"adversaries": ["vgg"]}
     assert configure(ens, "hardened").train.epochs_adversarial == 6  # with adversaries the schedule stays
     assert [hardened.auto_warm_epochs(n) for n in (1, 2, 4, 11, 22)] == [0, 1, 1, 4, 8]
     bad = preset("celeba-cpu")
-    bad.baseline = {"warm_epochs": -2}
+    bad.params = {"warm_epochs": -2}
     with pytest.raises(ConfigError, match="warm_epochs"):
         configure(bad, "hardened")

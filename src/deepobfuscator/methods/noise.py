@@ -18,15 +18,11 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError, RunConfig
+from ..config import RunConfig
+from ..models.factorised import laplace_like
 from ..training.trainer import Trainer
+from .params import MethodParams, param, search, validate_params
 from .registry import Method, no_adversarial, register_method
-
-
-def laplace_like(x: torch.Tensor, scale: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Laplace(0, ``scale``) noise shaped like ``x`` (inverse CDF of a uniform draw)."""
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 0.5
-    return -scale * torch.sign(u) * torch.log1p(-2.0 * u.abs().clamp(max=0.5 - 1e-7))
 
 
 @dataclass(frozen=True)
@@ -62,25 +58,32 @@ class LaplacePixelMechanism:
         return out.clamp(0.0, 1.0) if self.clip else out
 
 
-def _positive(params: dict[str, Any], key: str, method: str) -> float:
-    try:
-        value = float(params[key])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"config.yaml baseline.{key}: {method} needs a number, got {params.get(key)!r}") from exc
-    if value <= 0:
-        raise ConfigError(f"config.yaml baseline.{key}: {method} needs a positive value, got {value}")
-    return value
+class NoisyParams(MethodParams):
+    """Noisy's parameters."""
+
+    sigma: float = param(40.0, "Gaussian std in 0-255 pixel units (paper: 40)", gt=0, tune=search(5.0, 80.0, log=True))
+    clip: bool = param(True, "clip the noisy image to [0, 1], as an 8-bit image would be")
+
+
+class DPParams(MethodParams):
+    """DP's parameters."""
+
+    epsilon: float = param(0.5, "privacy budget per pixel value (Laplace scale sensitivity / epsilon)", gt=0,
+                           tune=search(0.1, 2.0, log=True))
+    sensitivity: float = param(1.0, "L1 sensitivity of one pixel value in [0, 1] units", gt=0)
+    clip: bool = param(False, "clip the released image to [0, 1] (post-processing: keeps the guarantee)")
 
 
 def gaussian_from_config(cfg: RunConfig) -> GaussianPixelNoise:
-    """The Noisy transform of a run (``baseline.sigma`` in 0-255 units)."""
-    return GaussianPixelNoise(_positive(cfg.baseline, "sigma", "noisy") / 255.0, bool(cfg.baseline.get("clip", True)))
+    """The Noisy transform of a run (``method.sigma`` in 0-255 units)."""
+    p = validate_params(NoisyParams, cfg.params, "noisy")
+    return GaussianPixelNoise(p.sigma / 255.0, p.clip)
 
 
 def laplace_from_config(cfg: RunConfig) -> LaplacePixelMechanism:
-    """The DP transform of a run (``baseline.epsilon``, ``baseline.sensitivity`` in [0, 1] units)."""
-    return LaplacePixelMechanism(_positive(cfg.baseline, "epsilon", "dp"),
-                                 _positive(cfg.baseline, "sensitivity", "dp"), bool(cfg.baseline.get("clip", False)))
+    """The DP transform of a run (``method.epsilon``, ``method.sensitivity`` in [0, 1] units)."""
+    p = validate_params(DPParams, cfg.params, "dp")
+    return LaplacePixelMechanism(p.epsilon, p.sensitivity, p.clip)
 
 
 class InputNoiseTrainer(Trainer):
@@ -90,14 +93,14 @@ class InputNoiseTrainer(Trainer):
     @classmethod
     def cache_signature(cls, cfg: RunConfig, stage: int) -> dict[str, Any]:
         """What besides the config's shared fields shapes stages up to ``stage`` (for the pretrain cache)."""
-        return {"input_noise": cfg.method, "baseline": dict(cfg.baseline)}
+        return {"input_noise": cfg.method, "baseline": dict(cfg.params)}
 
 
 NOISY = register_method(Method(
     "noisy", "Noisy", "Gaussian noise (sigma in 0-255 units) on raw images; O+C trained on noisy images",
-    defaults={"sigma": 40.0, "clip": True}, configure=no_adversarial, trainer_cls=InputNoiseTrainer,
+    params=NoisyParams, configure=no_adversarial, trainer_cls=InputNoiseTrainer,
     input_transform=gaussian_from_config))
 DP = register_method(Method(
     "dp", "DP", "Laplace mechanism per pixel (pixels in [0, 1], sensitivity 1, scale 1/epsilon); O+C on noisy images",
-    defaults={"epsilon": 0.5, "sensitivity": 1.0, "clip": False}, configure=no_adversarial,
+    params=DPParams, configure=no_adversarial,
     trainer_cls=InputNoiseTrainer, input_transform=laplace_from_config))

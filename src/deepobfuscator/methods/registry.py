@@ -17,6 +17,7 @@ from ..config import ConfigError, RunConfig
 from ..registry import Registry, UnknownNameError
 from ..training.modules import Transform
 from ..training.trainer import Trainer
+from .params import MethodParams, NoParams, format_params, search_space, validate_params
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Method:
     name: str
     label: str  # display name in reports
     summary: str
-    defaults: dict[str, Any] = field(default_factory=dict)  # the method's parameters, under ``baseline.*``
+    params: type[MethodParams] = NoParams  # the method's typed parameters (config.yaml: under ``method:``)
     configure: Callable[[RunConfig], None] = lambda cfg: None
     trainer_cls: type[Trainer] = Trainer
     # raw [0, 1] image -> what O sees; built from the config (fresh noise per call where it is noise)
@@ -34,6 +35,25 @@ class Method:
     # O's output -> what is sent; read from the run directory, None while training has not fitted it yet
     feature_transform: Callable[[RunConfig, Path], Transform | None] | None = None
     uses_lambda: bool = False  # lambda1/lambda2 matter (adversarial stage)
+    # config fields besides the parameters that `deepobf tune` may search: dotted key -> search spec (see params.search)
+    tunable_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The parameters' defaults."""
+        return self.params().model_dump()
+
+    def search_space(self) -> dict[str, dict[str, Any]]:
+        """What `deepobf tune` searches: ``method.NAME`` for parameters, dotted config keys for the rest."""
+        return {**{f"method.{k}": v for k, v in search_space(self.params).items()}, **self.tunable_config}
+
+    def help(self) -> str:
+        """The ``--method-help`` listing."""
+        text = format_params(self.name, self.summary, self.params)
+        if self.tunable_config:
+            text += "\nalso tuned: " + ", ".join(f"{k} {v.get('low')}..{v.get('high')}" if "low" in v
+                                                 else f"{k} {v.get('choices')}" for k, v in self.tunable_config.items())
+        return text
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -53,19 +73,24 @@ def get_method(name: str) -> Method:
 
 
 def configure(cfg: RunConfig, name: str | None = None) -> RunConfig:
-    """Set ``cfg.method`` (to ``name`` if given), fill the method's defaults, apply its config changes."""
+    """Set ``cfg.method`` (to ``name`` if given), validate its typed parameters (defaults filled; unknown or ill-typed
+    keys raise a ConfigError naming the key), apply its config changes."""
     method = get_method(name or cfg.method)
     cfg.method = method.name
-    unknown = set(cfg.baseline) - set(method.defaults)
-    if unknown:
-        raise ConfigError(f"config baseline: {method.name} takes no parameter(s) {sorted(unknown)}"
-                          f" (known: {sorted(method.defaults) or 'none'})")
-    cfg.baseline = {**method.defaults, **cfg.baseline}
+    cfg.params = validate_params(method.params, cfg.params, method.name).model_dump()
     method.configure(cfg)
     return cfg
 
 
 def no_adversarial(cfg: RunConfig) -> None:
-    """Config change of methods without an adversarial stage (stage 2 still trains diagnostic attackers)."""
+    """Config change of methods without an adversarial stage (stage 2 still trains the run's diagnostic attackers).
+
+    The epochs a schedule gives the adversarial stage, and the attacker stage's beyond one, go to stage 1: a schedule
+    written for the paper's method (celeba-cpu's 4/2/6) trains an Encoder, Noisy, DP, NoPeek or `hardened` run for as
+    many epochs (11/1/0), so a reference is never compared with a defence that trained three times as long. A
+    schedule without adversarial epochs is kept (idempotent: configure runs again on resume)."""
+    t = cfg.train
+    if t.epochs_adversarial > 0:
+        t.epochs_pretrain += t.epochs_adversarial + max(0, t.epochs_attacker - 1)
+        t.epochs_adversarial, t.epochs_attacker = 0, min(t.epochs_attacker, 1)
     cfg.privacy.defend = "none"
-    cfg.train.epochs_adversarial = 0
