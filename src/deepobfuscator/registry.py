@@ -77,6 +77,20 @@ class Registry(Generic[T]):
         """Registered names in registration order."""
         return list(self._entries)
 
+    def snapshot(self) -> dict[str, Entry[T]]:
+        """The entries as they are now (see :meth:`changes_since`)."""
+        return dict(self._entries)
+
+    def changes_since(self, snapshot: dict[str, Entry[T]]) -> dict[str, Entry[T]]:
+        """Entries added, or replaced, after ``snapshot`` was taken (e.g. a caller's own registrations, which a
+        spawned worker process does not have until :meth:`restore` adds them)."""
+        return {name: entry for name, entry in self._entries.items() if snapshot.get(name) is not entry}
+
+    def restore(self, entries: dict[str, Entry[T]]) -> None:
+        """Register ``entries`` (from :meth:`changes_since` in another process), replacing same-named ones."""
+        for name, entry in entries.items():
+            self._entries[name] = entry
+
     def describe(self) -> str:
         """One line per entry, ``name: description``, for ``--help`` texts."""
         return "\n".join(f"{e.name}: {e.description}" if e.description else e.name

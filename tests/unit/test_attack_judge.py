@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepobfuscator.attacks import AttackSettings, AttackSources, run_attack
+from deepobfuscator.attacks import ATTACKERS, AttackSettings, AttackSources, run_attack
 from deepobfuscator.attacks import features, suite
 from deepobfuscator.attacks.attribute import AttributeAttacker, balanced_decision, class_priors, tune_offset
 from deepobfuscator.attacks.base import AttackContext, AttackData
@@ -200,7 +200,7 @@ def _noisy(real):
 def test_stochastic_features_are_drawn_fresh_each_epoch_and_at_evaluation(run_copy: Path, monkeypatch):
     monkeypatch.setattr(features.Pipeline, "send", _noisy(features.Pipeline.send))
     seen: dict[str, list[torch.Tensor]] = {"train": [], "test": []}
-    real_fit = suite.ATTACKERS.get("linear")
+    real_fit = ATTACKERS.get("linear")
 
     class Spy(AttributeAttacker):
         def fit(self, data, ctx, seed):
@@ -222,13 +222,13 @@ def test_stochastic_features_are_drawn_fresh_each_epoch_and_at_evaluation(run_co
             yield batch
 
     monkeypatch.setattr(features.FeatureSet, "batches", spy_batches)
-    suite.ATTACKERS.add("linear", lambda: Spy("linear", "linear", "spy"), replace=True)
+    ATTACKERS.add("linear", lambda: Spy("linear", "linear", "spy"), replace=True)
     try:
         result = run_attack(run_copy, AttackSettings(**{**QUICK, "attr_epochs": 3, "patience": 5}, attackers=["linear"],
                                                      repeat=[4]),
                             out=run_copy / "noisy.json", retrain=True, progress=False)
     finally:
-        suite.ATTACKERS.add("linear", real_fit, replace=True)
+        ATTACKERS.add("linear", real_fit, replace=True)
     assert result["stochastic"] and set(result["repeated"]) == {"4"}
     assert result["privacy"]["Male"]["per_attacker"]["linear"]["training"]["epochs"] == 3
     assert len(epochs_seen) >= 3 and not torch.equal(epochs_seen[0], epochs_seen[1])  # a new draw per epoch

@@ -41,7 +41,7 @@ def test_every_attacker_trains_and_evaluates(run_copy: Path):
     result = run_attack(run_copy, AttackSettings(**TINY), progress=False)
     assert set(result["reconstruction"]["per_attacker"]) == {"mean_face", "median_face", "constant", "mirror", "urec1",
                                                              "urec2", "resrec", "inversion"}
-    assert result["schema"] == 2 and result["reconstruction"]["floor"]["attacker"] in {"mean_face", "median_face",
+    assert result["schema"] == 3 and result["reconstruction"]["floor"]["attacker"] in {"mean_face", "median_face",
                                                                                         "constant"}
     assert result["reconstruction"]["best_attacker"] not in {"mean_face", "median_face", "constant"}
     for rec in result["reconstruction"]["per_attacker"].values():

@@ -2,8 +2,9 @@
 and the :class:`Attacker` protocol the suite loops over."""
 from __future__ import annotations
 
+import os
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -13,10 +14,41 @@ from torch import nn
 from ..config import RunConfig
 from ..data import AttributeSpec
 from ..losses import MSSSIMSettings
+from ..models.factorised import LIMIT, is_limit
 from ..training.modules import Modules
 from .features import FeatureSet, Pipeline
 
 SPLITS = ("val", "test", "all")
+DEFAULT_REPEATS = (1, 8, LIMIT)
+
+# what each --budget caps; "full" is the dataclass defaults below (the judge's budget), "quick" a screen
+BUDGETS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "quick": {"recon_epochs": 12, "attr_epochs": 20, "patience": 3, "max_train_images": 3000, "constant_steps": 60,
+              "inversion_steps": 200, "bootstrap": 200, "limit_draws": 8},
+}
+
+
+def repeat_label(m: float) -> str:
+    """How a repeat count is written in attack.json keys, tags and tables: ``1``, ``8``, ``inf``."""
+    return "inf" if is_limit(m) else str(int(m))
+
+
+def parse_repeat(value: str | float | int) -> float:
+    """A repeat count from ``8``, ``inf`` (or math.inf); ValueError for anything below 1."""
+    text = str(value).strip().lower()
+    m = LIMIT if text in ("inf", "infinity") else float(text)
+    if not m >= 1 or (not is_limit(m) and m != int(m)):
+        raise ValueError(f"repeat counts must be whole numbers >= 1 or 'inf', got {value!r}")
+    return m if is_limit(m) else int(m)
+
+
+def cpu_count() -> int:
+    """CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 @dataclass
@@ -40,7 +72,11 @@ class AttackSettings:
     recon_loss: str = "msssim"  # msssim = L(AR1) of training, or mse
     max_train_images: int | None = None  # seeded subset of the attackers' training split
     seeds: list[int] | None = None  # attacker seeds (best + spread reported); None: [seed]
-    repeat: list[int] | None = None  # repeated-query counts for stochastic pipelines; None: [1, 8]
+    repeat: list[float] | None = None  # repeated-query counts for stochastic pipelines (LIMIT = inf); None: 1, 8, inf
+    limit_draws: int = 16  # black-box path only: draws averaged to estimate the averaging limit (m = inf)
+    fast: bool = True  # use a pipeline's declared prefix + noise tail when it passes its check (else black-box)
+    workers: int = 1  # attacker processes (0: automatic, one per CPU up to 4 on a CPU, 1 on a GPU)
+    budget: str = "full"  # the preset the caps came from (recorded; see BUDGETS)
     mlp_hidden: int = 512
     constant_steps: int = 150  # Adam steps of the MS-SSIM-optimised constant image
     inversion_images: int = 16
@@ -54,19 +90,45 @@ class AttackSettings:
     seed: int = 0
     device: str = "cpu"
 
+    @classmethod
+    def from_budget(cls, budget: str = "full", **overrides: Any) -> "AttackSettings":
+        """Settings of a budget preset (``full``: the defaults; ``quick``: smaller caps), ``overrides`` on top (None
+        values are ignored)."""
+        if budget not in BUDGETS:
+            raise ValueError(f"attack budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+        values = {**BUDGETS[budget], **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(budget=budget, **values)
+
+    def budget_record(self) -> dict[str, Any]:
+        """The budget's name and every cap it sets, as used (an explicit option may have overridden a preset cap)."""
+        caps = {f.name: getattr(self, f.name) for f in fields(self) if f.name in BUDGETS["quick"]}
+        return {"name": self.budget, "caps": {k: (repeat_label(v) if isinstance(v, float) and is_limit(v) else v)
+                                              for k, v in caps.items()}}
+
     def as_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON."""
-        return asdict(self)
+        """Plain dict for JSON (the averaging limit written as ``"inf"``)."""
+        out = asdict(self)
+        if out["repeat"] is not None:
+            out["repeat"] = [repeat_label(m) if is_limit(m) else m for m in out["repeat"]]
+        return out
+
+    def worker_count(self) -> int:
+        """Attacker processes to run: ``workers``, or (0) one per CPU up to 4 on a CPU device and 1 on a GPU."""
+        if self.workers > 0:
+            return self.workers
+        if self.device not in ("cpu",) and not self.device.startswith("cpu"):
+            return 1
+        return max(1, min(4, cpu_count()))
 
     def attacker_seeds(self) -> list[int]:
         """The seeds every learned attacker is trained with."""
         return list(self.seeds) if self.seeds else [self.seed]
 
-    def repeats(self, stochastic: bool) -> list[int]:
-        """Repeated-query counts to evaluate: [1] for a deterministic pipeline."""
+    def repeats(self, stochastic: bool) -> list[float]:
+        """Repeated-query counts to evaluate (1 first, the limit last): [1] for a deterministic pipeline."""
         if not stochastic:
             return [1]
-        wanted = self.repeat if self.repeat else [1, 8]
+        wanted = self.repeat if self.repeat else list(DEFAULT_REPEATS)
         return sorted(set([1, *wanted]))
 
     def validate(self) -> None:
@@ -86,8 +148,15 @@ class AttackSettings:
                 raise ValueError(f"attack {name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"attack val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.repeat and min(self.repeat) < 1:
-            raise ValueError(f"attack repeat counts must be >= 1, got {self.repeat}")
+        if self.repeat:
+            for m in self.repeat:
+                parse_repeat(m)
+        if self.limit_draws < 1:
+            raise ValueError(f"attack limit_draws must be >= 1, got {self.limit_draws}")
+        if self.workers < 0:
+            raise ValueError(f"attack workers must be >= 0 (0: automatic), got {self.workers}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"attack budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
 
 
 @dataclass
@@ -152,7 +221,8 @@ class Attacker(Protocol):
     ``kind`` is ``attribute`` (record: ``{"results": {attribute: classification report}}``) or
     ``reconstruction`` (record: MS-SSIM/PSNR report; kept images in the :class:`Evaluation`). A
     ``floor`` attacker measures what is learnable without the defence's help (reported as a floor,
-    never as the best attacker).
+    never as the best attacker). An attacker that only applies to some pipelines may define
+    ``unavailable(data) -> str | None``: the reason it is skipped (recorded in the notes), None to run.
     """
 
     name: str

@@ -43,6 +43,8 @@ def fit_model(model: nn.Module, train: FeatureSet, val: FeatureSet, batch_loss: 
     """
     s = ctx.settings
     model.to(ctx.device)
+    if torch.device(ctx.device).type == "cpu":  # oneDNN's convolutions run 10-40% faster on NHWC (same maths)
+        model.to(memory_format=torch.channels_last)
     validate = validate or (lambda m: validation_loss(m, val, batch_loss, s.eval_batch_size, with_images))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=s.lr)

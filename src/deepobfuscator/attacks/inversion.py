@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..progress import progress_bar
-from ..metrics import image_quality_report
+from ..metrics import image_quality_report, mean_interval
 from .base import AttackContext, AttackData, Evaluation, attacker_seed
 from .reconstruction import from_uint8, score_images, to_uint8
 
@@ -88,6 +88,7 @@ class WhiteBoxInversion:
     name = "inversion"
     kind = "reconstruction"
     floor = False
+    uses_reconstructions = True  # waits for the learned decoders of its repeat count
     description = "white-box inversion of O (feature matching + TV prior), from the best decoder or noise"
 
     def __init__(self) -> None:
@@ -120,7 +121,9 @@ class WhiteBoxInversion:
                 "val_ms_ssim": {k: {str(step): round(v, 6) for step, v in row.items()} for k, row in table.items()}}
 
     def evaluate(self, data: AttackData, ctx: AttackContext, seed: int) -> Evaluation:
-        """Invert the first ``inversion_images`` query images with the chosen start and step count."""
+        """Invert the first ``inversion_images`` query images with the chosen start and step count; score the result
+        beside the best decoder's reconstructions of the *same* images (``compared_with``, ``gain`` with a paired 95%
+        interval), since the decoders' own scores cover the whole evaluation set."""
         if not self.choice:
             raise ValueError(f"attacker '{self.name}' is not fitted")
         rows = np.asarray(data.query_rows[:ctx.settings.inversion_images])
@@ -135,6 +138,14 @@ class WhiteBoxInversion:
         report = image_quality_report(ssim, peak)
         if start_name != "noise":
             report["start_ms_ssim"] = round(float(score_images(start.to(ctx.device), truth, ctx)[0].mean()), 6)
+        compared = self.choice.get("decoder")
+        if compared is not None and compared in data.recon_query:
+            base = score_images(from_uint8(data.recon_query[compared][:len(rows)]).to(ctx.device), truth, ctx)[0]
+            gain = ssim - base
+            low, high = mean_interval(gain)
+            report.update({"compared_with": compared, "compared_ms_ssim": round(float(base.mean()), 6),
+                           "gain": round(float(gain.mean()), 6),
+                           "gain_ci95": [round(float(low), 6), round(float(high), 6)] if np.isfinite(low) else None})
         return Evaluation({**report, **self.choice}, to_uint8(images), None)
 
     def state(self) -> tuple[nn.Module, dict[str, Any]] | None:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import images_to_tensor
 from ..progress import progress_bar
 from ..losses import reconstruction_loss
 from ..metrics import image_quality_report, ms_ssim_per_image, psnr
@@ -24,8 +25,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def from_uint8(images: np.ndarray) -> torch.Tensor:
-    """``uint8 [N, H, W, 3]`` -> NCHW float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
+    """``uint8 [N, H, W, 3]`` -> NCHW float in [0, 1] (:func:`deepobfuscator.data.images_to_tensor`)."""
+    return images_to_tensor(images)
 
 
 def score_images(recon: torch.Tensor, images: torch.Tensor, ctx: AttackContext) -> tuple[np.ndarray, np.ndarray]:

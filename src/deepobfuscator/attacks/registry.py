@@ -11,6 +11,7 @@ from .attribute import AttributeAttacker
 from .base import Attacker, AttackerFactory
 from .floors import ConstantImage
 from .inversion import WhiteBoxInversion
+from .kernel import KnownNoiseAttacker
 from .reconstruction import LearnedReconstructor
 
 ATTACKERS: Registry[AttackerFactory] = Registry("attacker")
@@ -55,8 +56,11 @@ for _name, _factory, _text in (  # "": the attacker's own description
     ("resnet", lambda: AttributeAttacker("resnet", "resnet", "small ResNet head"), ""),
     ("linear", lambda: AttributeAttacker("linear", "linear", "linear probe on globally pooled features"), ""),
     ("mlp", lambda: AttributeAttacker("mlp", "mlp", "MLP on the flattened features"), ""),
+    ("known_noise", KnownNoiseAttacker, "posterior under the declared noise (kernel classifier on noise-free means; "
+     "fast-path pipelines only)"),
     ("oracle", lambda: AttributeAttacker("oracle", "mlp", "floor: MLP on the deployed C's logits",
                                          through_classifier=True),
      "floor: MLP on the deployed C's output logits (what serving the task must leak)"),
 ):
     register_attacker(_name, _factory, _text)
+

@@ -66,6 +66,50 @@ def _attribute_section(attr: str, entry: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _floor(entry: dict[str, Any]) -> float | None:
+    values = [v for v in ((entry.get("label_floor") or {}).get("balanced_accuracy"),
+                          (entry.get("oracle_floor") or {}).get("balanced_accuracy")) if v is not None]
+    return max(values) if values else None
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def verdict_lines(result: dict[str, Any]) -> list[str]:
+    """The answer first: per private attribute the best fresh attacker against its floor (and with averaged queries),
+    the best reconstruction against the constant-image floor, re-identification and the utility kept."""
+    lines = []
+    repeated = result.get("repeated") or {}
+    for attr, e in result["privacy"].items():
+        floor = _floor(e)
+        ba = e.get("balanced_accuracy")
+        above = None if floor is None or ba is None else ba - floor
+        averaged = "; ".join(
+            f"m = {m}: {_num(r['privacy'][attr]['balanced_accuracy'])} "
+            f"({_signed(None if floor is None or r['privacy'][attr]['balanced_accuracy'] is None else r['privacy'][attr]['balanced_accuracy'] - floor)})"
+            for m, r in repeated.items() if attr in r.get("privacy", {}))
+        lines.append(f"- **{attr}**: best fresh attacker {e.get('best_attacker')} reads it at balanced accuracy "
+                     f"{_num(ba)}{_ci(e.get('balanced_accuracy_ci95'))}; floor {_num(floor)} (what the intended "
+                     f"labels or C's answers already imply) -> **{_signed(above)}** above it"
+                     + (f"; averaged queries {averaged}" if averaged else "") + ".")
+    rec = result["reconstruction"]
+    if rec.get("best_attacker"):
+        floor = rec.get("floor") or {}
+        lines.append(f"- **Reconstruction**: best decoder {rec['best_attacker']} MS-SSIM {_num(rec.get('ms_ssim'))}"
+                     f"{_ci(rec.get('ms_ssim_ci95'))}; best constant image {_num(floor.get('ms_ssim'))} -> "
+                     f"**{_signed(rec.get('ms_ssim_above_floor'))}** above it.")
+    reid = result.get("reid") or {}
+    if reid.get("same_image") is not None:
+        lines.append(f"- **Re-identification** (pick the true face among 4 from its reconstruction): same image "
+                     f"{_num(reid['same_image'])} (chance {reid['chance']:.2f}, constant-image floor "
+                     f"{_num(reid.get('same_image_floor'))}).")
+    for attr, u in result["utility"].items():
+        lines.append(f"- **Utility**: {attr} accuracy {_num(u.get('accuracy'))}{_ci(u.get('accuracy_ci95'))} "
+                     f"(majority rate {_num(u.get('majority_rate'))}).")
+    return lines
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     """The attack result as Markdown tables (95% intervals in brackets; best attacker in bold; floors marked)."""
     train = result["attacker_train"]
@@ -76,8 +120,12 @@ def render_markdown(result: dict[str, Any]) -> str:
              f"({train['root']}, split {train['split']}"
              + (f"; {train['val_images']} held out for early stopping" if train.get("val_images") else "")
              + f"). Seed {result['settings']['seed']}."
-             + (" The deployed pipeline is **stochastic** (fresh draws per epoch and at evaluation)."
+             + (" The deployed pipeline is **stochastic** (fresh draws per epoch and at evaluation; "
+                + ("fast path: cached noise-free prefixes with the declared noise, checked against the pipeline)."
+                   if (result.get("sampling") or {}).get("path") == "fast" else "black-box path).")
                 if result.get("stochastic") else ""), ""]
+    lines += ["## Verdict", "", *verdict_lines(result), ""]
+    lines += _averaging_table(result)
     header = "| {} | accuracy | balanced accuracy | ROC AUC | majority rate | n |"
     rule = "|---|---|---|---|---|---|"
     lines += ["## Utility (deployed C, intended attributes)", "", header.format("attribute"), rule]
@@ -93,8 +141,14 @@ def render_markdown(result: dict[str, Any]) -> str:
               f"similarity {reid['similarity']}."]
     if rec.get("floor"):
         lines += [f"Reconstruction floor (best constant image, no features): MS-SSIM {_num(rec['floor']['ms_ssim'])} "
-                  f"({rec['floor']['attacker']}); the best attacker is {_num(rec.get('ms_ssim_above_floor'))} above it."
-                  " Inversion is scored on its first query images only (n column)."]
+                  f"({rec['floor']['attacker']}); the best attacker is {_num(rec.get('ms_ssim_above_floor'))} above it."]
+    for name, sub in (rec.get("subset_attackers") or {}).items():
+        if sub.get("compared_with"):
+            lines += [f"{name} is scored on {sub['n']} query images only, so it is not ranked with the others: "
+                      f"{_num(sub.get('ms_ssim'))} there against {_num(sub.get('compared_ms_ssim'))} for "
+                      f"{sub['compared_with']} on the same images (gain {_num(sub.get('gain'))}{_ci(sub.get('gain_ci95'))})."]
+        else:
+            lines += [f"{name} is scored on {sub.get('n')} query images only, so it is not ranked with the others."]
     lines += ["", "| attacker | MS-SSIM | PSNR (dB) | re-ID same image | re-ID same person | n | epochs |",
               "|---|---|---|---|---|---|---|"]
     for name, r in rec["per_attacker"].items():
@@ -109,16 +163,41 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if not rec["per_attacker"]:
         lines.append("| (none) | | | | | | |")
-    for m, short in (result.get("repeated") or {}).items():
-        lines += ["", f"## Repeated queries (m = {m}: features averaged over {m} draws of each image)", ""]
-        for attr, e in short["privacy"].items():
-            lines.append(f"- {attr}: best {e['best_attacker']} balanced accuracy {_num(e['balanced_accuracy'])}"
-                         f" (leakage above oracle {_num(e['leakage_above_oracle'])})")
-        r = short["reconstruction"]
-        lines.append(f"- reconstruction: best {r['best_attacker']} MS-SSIM {_num(r['ms_ssim'])}")
+    timing = result.get("timing")
+    if timing:
+        lines += ["", f"Time: {timing['total_s']:.0f} s in all ({timing['prepare_s']:.0f} s preparing, "
+                  f"{timing['jobs_s']:.0f} s of attacker jobs on {timing['workers']} worker(s) x "
+                  f"{timing['threads_per_worker']} thread(s)); budget `{(result.get('budget') or {}).get('name')}`."]
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _averaging_table(result: dict[str, Any]) -> list[str]:
+    """Single queries beside m-averaged ones and the averaging limit: best attacker per private attribute (balanced
+    accuracy, leakage above the larger floor) and best reconstruction."""
+    repeated = result.get("repeated") or {}
+    if not repeated:
+        return []
+    columns = ["1", *repeated]
+    views = {"1": {"privacy": result["privacy"], "reconstruction": result["reconstruction"]}, **repeated}
+    lines = ["## Averaged queries (m = queries of the same image averaged; inf = the averaging limit)", "",
+             "| | " + " | ".join(f"m = {m}" for m in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for attr in result["privacy"]:
+        cells = []
+        for m in columns:
+            e = views[m]["privacy"].get(attr, {})
+            floor = max([v for v in ((e.get("label_floor") or {}).get("balanced_accuracy"),
+                                     (e.get("oracle_floor") or {}).get("balanced_accuracy")) if v is not None],
+                        default=None)
+            above = None if floor is None or e.get("balanced_accuracy") is None else e["balanced_accuracy"] - floor
+            cells.append(f"{_num(e.get('balanced_accuracy'))} ({e.get('best_attacker')}; "
+                         f"{'+' if (above or 0) >= 0 else ''}{_num(above)} above floor)")
+        lines.append(f"| {attr} balanced accuracy | " + " | ".join(cells) + " |")
+    cells = [f"{_num(views[m]['reconstruction'].get('ms_ssim'))} ({views[m]['reconstruction'].get('best_attacker')})"
+             for m in columns]
+    lines += ["| best reconstruction MS-SSIM | " + " | ".join(cells) + " |", ""]
+    return lines
 
 
 def _label(text: str, height: int) -> np.ndarray:

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file
 from torch import nn
 
 from ..runs import RunError
 from ..training.checkpoint import load_modules, save_modules
-from ..utils import atomic_write_json
+from ..utils import atomic_write_bytes, atomic_write_json
 from .heads import build_from_spec
 
 FITTED_DIR = "fitted"
@@ -71,11 +72,39 @@ def load_attacker(work_dir: Path, name: str) -> tuple[nn.Module, dict[str, Any]]
         raise RunError(f"{spec_path}: not valid JSON: {exc}") from None
     try:
         module = rebuild(spec)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{spec_path}: cannot rebuild the attacker: {exc}") from None
     load_modules({"model": module}, weights)
     module.eval().requires_grad_(False)
     return module, spec
+
+
+def read_fitted(work_dir: Path, name: str) -> tuple[nn.Module, dict[str, Any]]:
+    """A saved attacker's module and spec for hooks: rebuilt when its spec says how, else a plain module holding the
+    saved tensors as buffers (an attacker registered outside the package may save any state)."""
+    try:
+        return load_attacker(work_dir, name)
+    except RunError:
+        folder = Path(work_dir) / FITTED_DIR
+        stem = _file_stem(name)
+        spec = json.loads((folder / f"{stem}.json").read_text())
+        holder = nn.Module()
+        for key, value in load_file(str(folder / f"{stem}.safetensors")).items():
+            holder.register_buffer(key.removeprefix("model.").replace(".", "_"), value)
+        return holder, spec
+
+
+def publish_attacker(work_dir: Path, stem: str, name: str) -> bool:
+    """Copy the saved attacker ``stem`` (e.g. one seed's ``vgg.s0``) to ``name`` (what `deepobf inspect` reads);
+    False when ``stem`` saved nothing."""
+    folder = Path(work_dir) / FITTED_DIR
+    source = folder / f"{_file_stem(stem)}.safetensors"
+    if not source.is_file():
+        return False
+    spec = json.loads((folder / f"{_file_stem(stem)}.json").read_text())
+    atomic_write_bytes(folder / f"{_file_stem(name)}.safetensors", source.read_bytes())
+    atomic_write_json(folder / f"{_file_stem(name)}.json", {**spec, "name": name})
+    return True
 
 
 @dataclass
@@ -101,6 +130,7 @@ class RunAttackers:
     attributes: dict[str, list[FittedAttacker]] = field(default_factory=dict)  # per private attribute, best first
     best_reconstructor: str | None = None  # attack.json's best overall (may be one that saves nothing)
     unsaved: list[str] = field(default_factory=list)  # in attack.json without matching saved weights (e.g. inversion)
+    repeated: dict[str, Any] = field(default_factory=dict)  # attack.json's averaged-query headlines ("8", "inf")
     problems: list[str] = field(default_factory=list)  # saved attackers that could not be read (file and reason)
 
     def __bool__(self) -> bool:
@@ -153,7 +183,7 @@ def load_attackers(run_dir: Path) -> RunAttackers | None:
     work = _work_dir(Path(run_dir), result, where)
     recon = result.get("reconstruction") or {}
     out = RunAttackers(where, str(result.get("split", "test")), result.get("eval_images"),
-                       best_reconstructor=recon.get("best_attacker"))
+                       best_reconstructor=recon.get("best_attacker"), repeated=result.get("repeated") or {})
     for name, metrics in (recon.get("per_attacker") or {}).items():
         if metrics.get("floor"):
             continue  # sees no features: a reference point, not an eavesdropper

@@ -1,18 +1,21 @@
-"""The attack suite: a short loop over registered attackers (fit on the attackers' training features, evaluate on
-the evaluation split), with cache-or-run per attacker, seed and repeat count; then assemble and write
-``attack.json`` (schema 2, see docs/attacks.md), ``attack.md`` and ``recon_grid.png``.
+"""The attack suite: every registered attacker (fit on the attackers' training features, evaluated on the
+evaluation split), for every seed and, for a stochastic pipeline, every repeat count (m = 1, 8 and the averaging
+limit); then assemble and write ``attack.json`` (schema 3, see docs/attacks.md), ``attack.md`` and
+``recon_grid.png``.
 
-Per-attacker results live under ``RUN/attack/<tag>/`` (``<name>[@mM].s<seed>.json`` and, for reconstructors,
-``.query.npy`` / ``.val.npy``); a stored result whose settings match is reused, so an interrupted attack
-resumes at the first unfinished attacker.
+Features are extracted once per split (kept under ``RUN/attack/<tag>/features/``) and shared by every attacker
+and every repeat count; a stochastic pipeline that declares a deterministic prefix plus a noise tail, and passes
+its check, is served from cached prefixes with fresh tail draws (:mod:`.features`). Per-attacker results live under
+``RUN/attack/<tag>/`` (:mod:`.schedule`); a stored result whose settings match is reused, so an interrupted attack
+resumes at the first unfinished job. Independent jobs run in worker processes (``workers``).
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,26 +23,35 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import AttributeSpec, PreparedData
+from ..data import LOADERS, AttributeSpec, PreparedData
 from ..losses import resolve_msssim, split_logits
+from ..methods import METHODS
+from ..models.factorised import is_limit
 from ..runs import RunDir, run_specs
-from ..utils import atomic_write_bytes, atomic_write_json, atomic_write_text, resolve_device
+from ..utils import atomic_write_json, atomic_write_text, resolve_device
 from .attribute import score_logits
-from .base import AttackContext, AttackData, Attacker, AttackSettings
+from .base import AttackContext, AttackData, AttackSettings, repeat_label
 from .features import (
-    Pipeline, check_disjoint, extract_features, images_to_dataset_tensor, load_pipeline, select_rows,
+    FeatureSet, Pipeline, check_disjoint, extract_features, images_to_dataset_tensor, limit_view, load_pipeline,
+    select_rows,
 )
 from .floors import label_floors
 from .registry import ATTACKERS, get_attackers
 from .reid import CHANCE, make_trials, run_trials
 from .report import render_markdown, save_grid
-from .saved import save_attacker
+from .saved import publish_attacker, read_fitted
+from .schedule import Job, kept_reconstructions, load_json, run_job, run_jobs
 from .sources import AttackSources, Source, open_source, usable_specs
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# what a spawned worker process rebuilds from its own imports; anything registered or replaced later (a caller's own
+# attacker, defence or dataset loader) travels to the workers (see build_worker)
+WORKER_REGISTRIES = {"attacker": ATTACKERS, "method": METHODS, "loader": LOADERS}
+BUILT_IN = {kind: registry.snapshot() for kind, registry in WORKER_REGISTRIES.items()}
 FittedHook = Callable[[Path, str, nn.Module, dict[str, Any]], None]
 FITTED_HOOKS: list[FittedHook] = []
-"""Called as ``hook(work_dir, attacker_name, fitted_module, build_spec)`` right after an attacker is fitted."""
+"""Called as ``hook(work_dir, attacker_name, fitted_module, build_spec)`` for the reported seed of every fitted
+single-query attacker."""
 
 
 def _digest(obj: Any) -> str:
@@ -52,19 +64,6 @@ def _file_digest(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
-
-
-def _load_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _best(per_attacker: dict[str, dict[str, Any]], key: str) -> str | None:
@@ -80,32 +79,40 @@ def output_paths(run: RunDir, out: str | Path | None) -> tuple[Path, Path, Path]
     return out, out.with_suffix(".md"), out.with_name(f"{out.stem}_recon_grid.png")
 
 
-def after_fit(work: Path, attacker: Attacker) -> None:
-    """The one place a fitted attacker is handed on: its weights are saved for `deepobf inspect`
-    (:func:`save_attacker`), then every hook in :data:`FITTED_HOOKS` gets ``(work_dir, name, module,
-    build_spec)``. Attackers with nothing learned are skipped."""
-    state = attacker.state()
-    if state is None:
+def publish_fitted(work: Path, name: str, stem: str) -> None:
+    """Make the reported seed's fitted weights (``fitted/<stem>.*``) the attacker's (``fitted/<name>.*``), read by
+    `deepobf inspect`, and hand them to every hook in :data:`FITTED_HOOKS`. Attackers with nothing saved are
+    skipped."""
+    if not publish_attacker(work, stem, name):
         return
-    save_attacker(work, attacker.name, *state)
-    for hook in FITTED_HOOKS:
-        hook(work, attacker.name, *state)
+    if FITTED_HOOKS:
+        module, spec = read_fitted(work, name)
+        spec = {k: v for k, v in spec.items() if k != "name"}
+        for hook in FITTED_HOOKS:
+            hook(work, name, module, spec)
 
 
 # ---------------------------------------------------------------------------------------------- setup
 @dataclass
 class AttackSetup:
-    """Everything the attacker loop needs, built once per attack."""
+    """Everything the attacker jobs need, built once per attack (and once per worker process, from disk)."""
 
     ctx: AttackContext
     data: AttackData
     evaluation: Source
     attacker_src: Source
-    utility: dict[str, Any]
     notes: list[str]
     work: Path
     query_indices: np.ndarray
     eval_excluded: int
+    sampling: dict[str, Any]
+    eval_rows: np.ndarray
+    views: dict[float, AttackData] = field(default_factory=dict)
+
+    @property
+    def query_digest(self) -> str:
+        """Digest of the query rows (part of every stored record's settings)."""
+        return _digest(self.query_indices.tolist())
 
 
 def _val_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -115,9 +122,13 @@ def _val_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def prepare(run: RunDir, pipeline: Pipeline, settings: AttackSettings, sources: AttackSources, progress: bool
-            ) -> AttackSetup:
-    """Open the sources, pick evaluation and attacker rows (disjoint), extract features, score the deployed C."""
+PROBE_IMAGES = 16  # evaluation images the factorisation check sends through the black-box pipeline
+
+
+def prepare(run: RunDir, pipeline: Pipeline, settings: AttackSettings, sources: AttackSources, progress: bool,
+            sampling: dict[str, Any] | None = None) -> AttackSetup:
+    """Open the sources, pick evaluation and attacker rows (disjoint), decide how features are drawn (``sampling``
+    given: a worker taking the parent's decision) and extract them once into the work folder's cache."""
     cfg = pipeline.cfg
     task_specs, private_specs = run_specs(cfg)
     msssim = resolve_msssim(cfg.msssim, cfg.data.image_size)
@@ -149,40 +160,133 @@ def prepare(run: RunDir, pipeline: Pipeline, settings: AttackSettings, sources: 
         exclude = [evaluation.data.index.files[i] for i in eval_rows] if attacker_src is not evaluation else None
         train_rows, train_excluded = select_rows(attacker_src.data, "train", train_name, settings.max_train_images,
                                                  exclude=exclude, seed=settings.seed)
-    pipeline.detect_stochastic(images_to_dataset_tensor(evaluation.data, eval_rows[:2]))
+    worker = sampling is not None
+    if sampling is None:
+        pipeline.detect_stochastic(images_to_dataset_tensor(evaluation.data, eval_rows[:2]))
+        probe = images_to_dataset_tensor(evaluation.data, eval_rows[:PROBE_IMAGES])
+        sampling = pipeline.declare(probe, fast=settings.fast, seed=settings.seed)
+    else:
+        pipeline.stochastic = sampling["path"] != "deterministic"
+        pipeline.factorisation = pipeline.modules.factorisation() if sampling["path"] == "fast" else None
 
-    c_logits: list[torch.Tensor] = []
-    pipeline.modules.classifier.eval()
-    test = extract_features(pipeline, evaluation.data, eval_rows, settings.split, eval_name,
-                            settings.eval_batch_size, eval_excluded, progress,
-                            on_batch=lambda feats, rows: c_logits.append(pipeline.modules.classifier(feats).float().cpu()))
-    logits = torch.cat(c_logits)
-    blocks = dict(zip([s.name for s in task_specs], split_logits(logits, task_specs)))
-    utility = {spec.name: score_logits(blocks[spec.name], test.labels(spec.name), spec, settings.bootstrap,
-                                       settings.seed) for spec in utility_specs}
-    attackers_all = extract_features(pipeline, attacker_src.data, train_rows, "train", train_name,
-                                     settings.eval_batch_size, train_excluded, progress)
-    check_disjoint(attackers_all, test)
-    fit_rows, val_rows = _val_split(len(attackers_all), settings.val_fraction, settings.seed)
-    train, val = attackers_all.subset(fit_rows), attackers_all.subset(val_rows)
-    train.excluded = train_excluded
-
-    n_query = min(len(test), max(settings.reid_images, settings.grid_images, settings.inversion_images))
-    query_rows = np.random.default_rng([settings.seed, 7]).permutation(len(test))[:n_query]
-    probe_rows = np.random.default_rng([settings.seed, 13]).permutation(len(val))[:settings.inversion_images]
+    fit_rows, val_rows = _val_split(len(train_rows), settings.val_fraction, settings.seed)
+    n_query = min(len(eval_rows), max(settings.reid_images, settings.grid_images, settings.inversion_images))
+    query_rows = np.random.default_rng([settings.seed, 7]).permutation(len(eval_rows))[:n_query]
+    probe_rows = np.random.default_rng([settings.seed, 13]).permutation(len(val_rows))[:settings.inversion_images]
     source_key = {"weights": _file_digest(run.final), "eval": [evaluation.dataset, evaluation.root, settings.split,
-                  len(test), _digest(test.indices.tolist())], "attacker": [attacker_src.dataset, attacker_src.root],
-                  "train": _digest(train.indices.tolist()), "val": _digest(val.indices.tolist()),
-                  "max_images": sources.max_images}
+                  len(eval_rows), _digest(eval_rows.tolist())], "attacker": [attacker_src.dataset, attacker_src.root],
+                  "train": _digest(train_rows[fit_rows].tolist()), "val": _digest(train_rows[val_rows].tolist()),
+                  "max_images": sources.max_images, "sampling": sampling["path"], "budget": settings.budget}
     work = run.path / "attack" / f"{evaluation.dataset}-{settings.split}-{_digest(source_key)}"
     work.mkdir(parents=True, exist_ok=True)
+
+    test = extract_features(pipeline, evaluation.data, eval_rows, settings.split, eval_name,
+                            settings.eval_batch_size, eval_excluded, progress, cache=work / "features" / "eval.npy",
+                            trust_cache=worker)
+    attackers_all = extract_features(pipeline, attacker_src.data, train_rows, "train", train_name,
+                                     settings.eval_batch_size, train_excluded, progress,
+                                     cache=work / "features" / "train.npy", trust_cache=worker)
+    check_disjoint(attackers_all, test)
+    train, val = attackers_all.subset(fit_rows), attackers_all.subset(val_rows)
+    train.excluded = train_excluded
     data = AttackData(train, val, test, query_rows, probe_rows, privacy_specs, utility_specs,
                       classifier=pipeline.modules.classifier)
-    return AttackSetup(ctx, data, evaluation, attacker_src, utility, notes, work, test.indices[query_rows],
-                       eval_excluded)
+    return AttackSetup(ctx, data, evaluation, attacker_src, notes, work, test.indices[query_rows], eval_excluded,
+                       sampling, eval_rows)
 
 
-# ---------------------------------------------------------------------------------------------- the loop
+@torch.no_grad()
+def score_utility(setup: AttackSetup, task_specs: list[AttributeSpec]) -> dict[str, Any]:
+    """The deployed C on what the phone sends for every evaluation image (one seeded draw when random)."""
+    pipeline, settings = setup.ctx.pipeline, setup.ctx.settings
+    data, rows = setup.evaluation.data, setup.eval_rows
+    pipeline.modules.classifier.eval()
+    state = torch.random.get_rng_state()
+    torch.manual_seed(settings.seed)
+    try:
+        logits = torch.cat([pipeline.modules.classifier(pipeline.send(images_to_dataset_tensor(
+            data, rows[i:i + settings.eval_batch_size]).to(pipeline.device)).float()).float().cpu()
+            for i in range(0, len(rows), settings.eval_batch_size)])
+    finally:
+        torch.random.set_rng_state(state)
+    blocks = dict(zip([s.name for s in task_specs], split_logits(logits, task_specs)))
+    test = setup.data.test
+    return {spec.name: score_logits(blocks[spec.name], test.labels(spec.name), spec, settings.bootstrap,
+                                    settings.seed) for spec in setup.data.task_specs}
+
+
+def _limit_set(features: FeatureSet, name: str, setup: AttackSetup, progress: bool) -> FeatureSet:
+    """The averaging limit of a black-box stochastic set: the mean of ``limit_draws`` draws of every image,
+    estimated once and kept in the work folder (the fast path has it exactly: ``with_repeat(LIMIT)``)."""
+    draws = setup.ctx.settings.limit_draws
+    path = setup.work / "features" / f"{name}@minf.npy"
+    key = {"draws": draws, "rows": len(features), "rows_digest": _digest(features.indices.tolist())}
+    if load_json(path.with_suffix(".json")) == key:
+        return replace(features, features=np.load(path, mmap_mode="r"), send=None, repeat=float("inf"), post=None)
+    out = limit_view(features, draws, setup.ctx.settings.eval_batch_size, seed=setup.ctx.settings.seed,
+                     progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path.with_name(f".{path.name}.partial.npy"), np.asarray(out.features))
+    path.with_name(f".{path.name}.partial.npy").replace(path)
+    atomic_write_json(path.with_suffix(".json"), key)
+    return out
+
+
+def build_views(setup: AttackSetup, progress: bool) -> dict[float, AttackData]:
+    """The attack data at every repeat count of this attack (single queries, m-averages, the averaging limit)."""
+    data = setup.data
+    views: dict[float, AttackData] = {}
+    for m in setup.ctx.settings.repeats(setup.ctx.pipeline.stochastic):
+        if m == 1:
+            views[m] = data
+            continue
+        if is_limit(m) and data.test.tail is None:  # black-box: estimated once, on fit and validation rows together
+            test = _limit_set(data.test, "eval", setup, progress)
+            both = FeatureSet(data.train.source, "train", data.train.data,
+                              np.concatenate([data.train.indices, data.val.indices]), None, send=data.train.send,
+                              device=data.train.device)
+            train_all = _limit_set(both, "train", setup, progress)
+            n_fit = len(data.train)
+            train, val = train_all.subset(np.arange(n_fit)), train_all.subset(np.arange(n_fit, len(train_all)))
+        else:
+            train, val, test = data.train.with_repeat(m), data.val.with_repeat(m), data.test.with_repeat(m)
+        views[m] = AttackData(train, val, test, data.query_rows, data.val_probe_rows, data.private_specs,
+                              data.task_specs, data.classifier)
+    setup.views = views
+    return views
+
+
+def job_runner(setup: AttackSetup, recon_stems: dict[float, dict[str, list[str]]], retrain: bool
+               ) -> Callable[[Job], dict[str, Any]]:
+    """The function that runs one job of ``setup`` in this process."""
+    def run(job: Job) -> dict[str, Any]:
+        return run_job(job, setup.views[job.m], setup.ctx, setup.work, setup.query_digest, setup.sampling["path"],
+                       recon_stems.get(job.m, {}), retrain)
+    return run
+
+
+def caller_registrations(needed: dict[str, set[str]]) -> dict[str, dict[str, Any]]:
+    """The entries of :data:`WORKER_REGISTRIES` that the attack uses (``needed``: kind -> names) and that were
+    registered, or replaced, since the package was imported."""
+    return {kind: {name: entry for name, entry in WORKER_REGISTRIES[kind].changes_since(BUILT_IN[kind]).items()
+                   if name in needed.get(kind, set())} for kind in WORKER_REGISTRIES}
+
+
+def build_worker(run_path: str, settings: AttackSettings, sources: AttackSources, sampling: dict[str, Any],
+                 recon_stems: dict[float, dict[str, list[str]]], retrain: bool,
+                 registrations: dict[str, dict[str, Any]]) -> Callable[[Job], dict[str, Any]]:
+    """In a worker process: the attack rebuilt from the run directory and the parent's feature cache (with the
+    caller's own attackers, defences and loaders registered as in the parent)."""
+    for kind, entries in registrations.items():
+        WORKER_REGISTRIES[kind].restore(entries)
+    run = RunDir(Path(run_path))
+    pipeline = load_pipeline(run, resolve_device(settings.device))
+    setup = prepare(run, pipeline, settings, sources, progress=False, sampling=sampling)
+    setup.ctx.progress = False
+    build_views(setup, progress=False)
+    return job_runner(setup, recon_stems, retrain)
+
+
 def _spread(values: list[float]) -> dict[str, Any]:
     arr = np.asarray([v for v in values if v is not None], dtype=float)
     if not len(arr):
@@ -212,52 +316,50 @@ def combine_seeds(records: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
     return {**records[best], "seeds": {"seeds": [r["seed"] for r in records], **_spread(scores)}}, best
 
 
-def run_attackers(attackers: list[Attacker], setup: AttackSetup, data: AttackData, tag: str, retrain: bool
-                  ) -> dict[str, dict[str, Any]]:
-    """Cache-or-run every attacker for every seed on ``data``; return the combined record per attacker (kept
-    reconstructions of the best seed land in ``data.recon_query`` / ``data.recon_val`` for later attackers)."""
-    ctx, work = setup.ctx, setup.work
-    query_digest = _digest(setup.query_indices.tolist())
-    attributes = [s.name for s in data.private_specs]
-    out: dict[str, dict[str, Any]] = {}
-    for prototype in attackers:
-        if prototype.kind == "attribute" and not attributes:
+def plan_jobs(attackers: list[Any], setup: AttackSetup) -> tuple[list[Job], list[str]]:
+    """Every (attacker, repeat count, seed) job of the attack, and notes on attackers that do not apply."""
+    settings = setup.ctx.settings
+    jobs, notes = [], []
+    for attacker in attackers:
+        if attacker.kind == "attribute" and not setup.data.private_specs:
             continue
-        records, kept, fitted = [], [], []
-        for seed in ctx.settings.attacker_seeds():
-            attacker = ATTACKERS.get(prototype.name)() if records else prototype
-            stem = f"{attacker.name}{tag}.s{seed}"
-            json_path, q_npy, v_npy = work / f"{stem}.json", work / f"{stem}.query.npy", work / f"{stem}.val.npy"
-            wanted = {**attacker.settings(ctx), "seed": seed, "query_digest": query_digest, "attributes": attributes}
-            stored = None if retrain else _load_json(json_path)
-            recon = attacker.kind == "reconstruction"
-            if stored and stored.get("settings") == wanted and (not recon or q_npy.is_file()):
-                record = stored
-                images = (np.load(q_npy), np.load(v_npy) if v_npy.is_file() else None) if recon else (None, None)
-            else:
-                training = attacker.fit(data, ctx, seed)
-                evaluation = attacker.evaluate(data, ctx, seed)
-                record = {"name": attacker.name, "kind": attacker.kind, "floor": attacker.floor,
-                          "description": attacker.description, "settings": wanted, "seed": seed,
-                          **evaluation.record, "training": training}
-                images = (evaluation.query_images, evaluation.val_images)
-                if recon:
-                    _save_npy(q_npy, images[0])
-                    if images[1] is not None:
-                        _save_npy(v_npy, images[1])
-                atomic_write_json(json_path, record)
-            records.append(record)
-            kept.append(images)
-            fitted.append(attacker if stored is not record else None)
-        combined, best = combine_seeds(records)
-        if fitted[best] is not None:  # the seed that is reported is the one whose weights are kept
-            after_fit(work, fitted[best])
-        out[prototype.name] = combined
-        if prototype.kind == "reconstruction":
-            data.recon_query[prototype.name] = kept[best][0]
-            if kept[best][1] is not None:
-                data.recon_val[prototype.name] = kept[best][1]
+        reason = attacker.unavailable(setup.data) if hasattr(attacker, "unavailable") else None
+        if reason:
+            notes.append(f"{attacker.name} skipped: {reason}")
+            continue
+        for m in setup.views:
+            for seed in settings.attacker_seeds():
+                jobs.append(Job(attacker.name, m, seed, attacker.kind))
+    return jobs, notes
+
+
+def recon_stems(jobs: list[Job]) -> dict[float, dict[str, list[str]]]:
+    """Per repeat count: each reconstruction attacker's job stems (for the attackers that start from them)."""
+    out: dict[float, dict[str, list[str]]] = {}
+    for job in jobs:
+        if job.kind == "reconstruction":
+            out.setdefault(job.m, {}).setdefault(job.name, []).append(job.stem)
     return out
+
+
+def gather(attackers: list[Any], jobs: dict[Job, dict[str, Any]], setup: AttackSetup, m: float
+           ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """The combined record of every attacker at repeat count ``m`` (seeds combined; for single queries the reported
+    seed's weights published) and the kept query reconstructions of the reported seeds."""
+    out: dict[str, dict[str, Any]] = {}
+    stems: dict[str, list[str]] = {}
+    for attacker in attackers:
+        mine = sorted((j for j in jobs if j.name == attacker.name and j.m == m), key=lambda j: j.seed)
+        if not mine:
+            continue
+        combined, best = combine_seeds([jobs[j] for j in mine])
+        out[attacker.name] = combined
+        if m == 1:
+            publish_fitted(setup.work, attacker.name, mine[best].stem)
+        if attacker.kind == "reconstruction":
+            stems[attacker.name] = [j.stem for j in mine]
+    query, _ = kept_reconstructions(setup.work, stems)
+    return out, query
 
 
 # ---------------------------------------------------------------------------------------------- assemble
@@ -295,14 +397,22 @@ def summarise_privacy(records: dict[str, dict[str, Any]], specs: list[AttributeS
     return privacy
 
 
+SUBSET_KEYS = ("start", "steps", "start_ms_ssim", "compared_with", "compared_ms_ssim", "gain", "gain_ci95")
+
+
 def summarise_reconstruction(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The best (non-floor) reconstruction attacker by MS-SSIM and by PSNR, the best floor, every attacker."""
+    """The best (non-floor) reconstruction attacker by MS-SSIM and by PSNR among those scored on the whole evaluation
+    set, the best floor, every attacker. An attacker scored on fewer images (the inversion, on its query subset) is
+    never ranked against them: ``subset_attackers`` gives its score beside the decoder it is compared with on the
+    same images and the gain."""
     per = {name: {**{k: rec.get(k) for k in IMAGE_KEYS}, "description": rec.get("description"),
                   "floor": rec.get("floor", False), "training": rec.get("training"), "seeds": rec.get("seeds"),
-                  **({"start": rec["start"], "steps": rec["steps"], "start_ms_ssim": rec.get("start_ms_ssim")}
-                     if "start" in rec else {})}
+                  **{k: rec[k] for k in SUBSET_KEYS if k in rec}}
            for name, rec in records.items() if rec["kind"] == "reconstruction"}
-    attackers = {n: r for n, r in per.items() if not r["floor"]}
+    full_n = max((r["n"] or 0 for r in per.values()), default=0)
+    attackers = {n: r for n, r in per.items() if not r["floor"] and r["n"] == full_n}
+    subset = {n: {k: r.get(k) for k in ("n", "ms_ssim", "ms_ssim_ci95", *SUBSET_KEYS) if k in r}
+              for n, r in per.items() if not r["floor"] and r["n"] != full_n}
     floors = {n: r for n, r in per.items() if r["floor"]}
     best, best_psnr, floor = _best(attackers, "ms_ssim"), _best(attackers, "psnr"), _best(floors, "ms_ssim")
     top = attackers.get(best, {})
@@ -310,15 +420,39 @@ def summarise_reconstruction(records: dict[str, dict[str, Any]]) -> dict[str, An
             "best_psnr_attacker": best_psnr, "best_psnr": attackers[best_psnr]["psnr"] if best_psnr else None,
             "floor": {"attacker": floor, **{k: floors[floor].get(k) for k in IMAGE_KEYS}} if floor else None,
             "ms_ssim_above_floor": _minus(top.get("ms_ssim"), floors[floor]["ms_ssim"] if floor else None),
-            "per_attacker": per}
+            "eval_images": full_n, "subset_attackers": subset, "per_attacker": per}
 
 
 def _short(privacy: dict[str, Any], reconstruction: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers of a repeated-query attack."""
-    return {"privacy": {attr: {k: e[k] for k in ("best_attacker", "balanced_accuracy", "balanced_accuracy_ci95",
-                                                 "majority_rate", "leakage_above_oracle", "oracle_floor")}
+    """The headline numbers of a repeated-query attack, and every attacker's score (without training records)."""
+    return {"privacy": {attr: {**{k: e[k] for k in ("best_attacker", "balanced_accuracy", "balanced_accuracy_ci95",
+                                                    "majority_rate", "leakage_above_oracle", "leakage_above_label",
+                                                    "oracle_floor", "label_floor")},
+                               "per_attacker": {n: {k: r.get(k) for k in ("balanced_accuracy", "balanced_accuracy_ci95",
+                                                                          "floor")}
+                                                for n, r in e["per_attacker"].items()}}
                         for attr, e in privacy.items()},
-            "reconstruction": {k: reconstruction[k] for k in ("best_attacker", "ms_ssim", "ms_ssim_ci95", "psnr")}}
+            "reconstruction": {**{k: reconstruction[k] for k in ("best_attacker", "ms_ssim", "ms_ssim_ci95", "psnr",
+                                                                 "ms_ssim_above_floor")},
+                               "per_attacker": {n: {k: r.get(k) for k in ("ms_ssim", "ms_ssim_ci95", "n", "floor")}
+                                                for n, r in reconstruction["per_attacker"].items()}}}
+
+
+def _portable(registrations: dict[str, Any]) -> bool:
+    """Whether every registration pickles (by reference), so a spawned worker can rebuild it."""
+    try:
+        pickle.dumps(registrations)
+        return True
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+
+
+def _timing(jobs: dict[Job, dict[str, Any]], prepare_s: float, total_s: float, workers: int, threads: int
+            ) -> dict[str, Any]:
+    """Where the attack's time went: preparation, every job (fit + evaluation) and the wall clock."""
+    per = {job.stem: rec.get("seconds") for job, rec in sorted(jobs.items(), key=lambda kv: kv[0].stem)}
+    return {"total_s": round(total_s, 2), "prepare_s": round(prepare_s, 2), "workers": workers,
+            "threads_per_worker": threads, "jobs_s": round(sum(v or 0.0 for v in per.values()), 2), "jobs": per}
 
 
 def run_attack(run_path: str | Path, settings: AttackSettings | None = None, sources: AttackSources | None = None,
@@ -333,29 +467,57 @@ def run_attack(run_path: str | Path, settings: AttackSettings | None = None, sou
     pipeline = load_pipeline(run, resolve_device(settings.device))
     setup = prepare(run, pipeline, settings, sources, progress)
     data, notes = setup.data, setup.notes
+    utility = score_utility(setup, data.task_specs)
     floors = label_floors(data.test, data.private_specs, data.task_specs)
+    build_views(setup, progress)
+    jobs, skipped = plan_jobs(attackers, setup)
+    notes += skipped
+    prepare_s = time.perf_counter() - started
 
-    by_repeat: dict[int, dict[str, dict[str, Any]]] = {}
+    workers = min(settings.worker_count(), max(1, len(jobs)))
+    registrations = caller_registrations({
+        "attacker": {job.name for job in jobs}, "method": {pipeline.cfg.method},
+        "loader": {pipeline.cfg.data.dataset, *(d for d in (sources.dataset, sources.attacker_dataset) if d)}})
+    if workers > 1 and not _portable(registrations):
+        own = sorted(name for entries in registrations.values() for name in entries)
+        notes.append(f"attackers ran in this process: {', '.join(own)} cannot be sent to a worker process (define "
+                     "their factories and functions at module level to run attackers in parallel)")
+        workers = 1
+    threads = max(1, torch.get_num_threads() // workers)
+    stems = recon_stems(jobs)
+    setup.ctx.progress = progress and workers <= 1
+    done = run_jobs(jobs, job_runner(setup, stems, retrain), workers, threads, build=build_worker,
+                    build_args=(str(run.path), settings, sources, setup.sampling, stems, retrain, registrations),
+                    progress=progress)
+
+    by_repeat: dict[float, dict[str, dict[str, Any]]] = {}
     kept: dict[str, np.ndarray] = {}
-    for repeat in settings.repeats(pipeline.stochastic):
-        view = data if repeat == 1 else AttackData(
-            data.train.with_repeat(repeat), data.val.with_repeat(repeat), data.test.with_repeat(repeat),
-            data.query_rows, data.val_probe_rows, data.private_specs, data.task_specs, data.classifier)
-        by_repeat[repeat] = run_attackers(attackers, setup, view, "" if repeat == 1 else f"@m{repeat}", retrain)
-        if repeat == 1:
-            kept = dict(view.recon_query)
+    for m in setup.views:
+        by_repeat[m], query = gather(attackers, done, setup, m)
+        if m == 1:
+            kept = query
     records = by_repeat[1]
     privacy = summarise_privacy(records, data.private_specs, floors)
     reconstruction = summarise_reconstruction(records)
     if not any(r["kind"] == "attribute" for r in records.values()) and data.private_specs:
         notes.append("no attribute attacker was run (--attackers)")
     if pipeline.stochastic:
-        notes.append("the deployed pipeline is stochastic: attackers saw a fresh draw of the features every epoch "
-                     "and at evaluation; repeated-query results (features averaged over m draws) are under 'repeated'")
+        how = ("drawn on cached noise-free prefixes with the declared noise (fast path, checked against the pipeline)"
+               if setup.sampling["path"] == "fast" else "sent through the whole pipeline again (black-box path)")
+        notes.append(f"the deployed pipeline is stochastic: attackers saw a fresh draw of the features every epoch and "
+                     f"at evaluation, {how}; repeated-query results (features averaged over m draws; m = inf: the "
+                     "averaging limit) are under 'repeated'")
+        if setup.sampling.get("reason") and setup.sampling.get("declared"):
+            notes.append(f"black-box path: {setup.sampling['reason']}")
     if data.train.excluded:
         notes.append(f"left out {data.train.excluded} attacker-training image(s) that are evaluation images")
     if setup.eval_excluded:
         notes.append(f"left out {setup.eval_excluded} evaluation image(s) that the attackers trained on")
+    capped = sorted({name for name, rec in records.items() if rec["kind"] == "reconstruction"
+                     and (rec.get("training") or {}).get("stopped_early") is False})
+    if capped:
+        notes.append(f"reconstruction attacker(s) {', '.join(capped)} ran to their epoch cap ({settings.recon_epochs}) "
+                     "without stopping early: a larger --recon-epochs may reconstruct better")
 
     floor_names = {name for name, rec in records.items() if rec.get("floor")}
     reid = _reid(setup.evaluation.data, setup.query_indices[:settings.reid_images], kept, settings, setup.ctx.msssim,
@@ -376,17 +538,22 @@ def run_attack(run_path: str | Path, settings: AttackSettings | None = None, sou
                            "val_images": len(data.val), "excluded_eval_images": data.train.excluded},
         "feature_shape": list(data.test.feature_shape),
         "stochastic": pipeline.stochastic,
+        "sampling": setup.sampling,
+        "repeats": [repeat_label(m) for m in setup.views],
+        "budget": settings.budget_record(),
         "settings": settings.as_dict(),
         "msssim": setup.ctx.msssim.as_dict(),
-        "utility": setup.utility,
+        "utility": utility,
         "privacy": privacy,
         "reconstruction": reconstruction,
-        "repeated": {str(m): _short(summarise_privacy(recs, data.private_specs, floors), summarise_reconstruction(recs))
+        "repeated": {repeat_label(m): _short(summarise_privacy(recs, data.private_specs, floors),
+                                             summarise_reconstruction(recs))
                      for m, recs in by_repeat.items() if m != 1},
         "reid": reid,
         "notes": notes,
         "work_dir": str(setup.work),
         "files": {"markdown": md_path.name, "grid": grid_path.name if kept else None},
+        "timing": _timing(done, prepare_s, time.perf_counter() - started, workers, threads),
         "seconds": round(time.perf_counter() - started, 2),
     }
     atomic_write_json(json_path, result)
@@ -415,7 +582,8 @@ def _reid(data: PreparedData, query_indices: np.ndarray, recon_images: dict[str,
     out: dict[str, Any] = {"chance": CHANCE, "candidates": 4, "similarity": settings.reid_similarity,
                            "queries": int(len(query_indices))}
     for variant in ("same_image", "same_person"):
-        rates = {name: r[variant] for name, r in per.items() if name not in floors}
+        most = max((r[variant]["n"] for r in per.values()), default=0)  # rank on the same queries only
+        rates = {name: r[variant] for name, r in per.items() if name not in floors and r[variant]["n"] == most}
         floor = _best({name: r[variant] for name, r in per.items() if name in floors}, "rate")
         out[f"{variant}_floor"] = per[floor][variant]["rate"] if floor else None
         best = _best(rates, "rate")

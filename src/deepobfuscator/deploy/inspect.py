@@ -96,6 +96,7 @@ class PrivateGuess(BaseModel):
     balanced_accuracy_ci95: list[float | None] | None = None
     majority_rate: float | None = None
     n: int | None = None
+    averaged: dict[str, float | None] = {}  # best attacker's balanced accuracy with m queries averaged (m: "8", "inf")
 
 
 class Eavesdropper(BaseModel):
@@ -250,7 +251,9 @@ def _eavesdropper(run: InspectedRun, features: torch.Tensor, image: torch.Tensor
             name=attribute, attacker=best.attacker, probability=_probability(logits, spec),
             classes=spec["classes"], balanced_accuracy=best.metrics.get("balanced_accuracy"),
             balanced_accuracy_ci95=best.metrics.get("balanced_accuracy_ci95"),
-            majority_rate=best.metrics.get("majority_rate"), n=best.metrics.get("n")))
+            majority_rate=best.metrics.get("majority_rate"), n=best.metrics.get("n"),
+            averaged={m: (rep.get("privacy", {}).get(attribute) or {}).get("balanced_accuracy")
+                      for m, rep in attackers.repeated.items()}))
     return view
 
 

@@ -1,6 +1,6 @@
 """**Hardened**: a defence meant to hold against attackers trained afresh on the frozen obfuscator.
 
-Four mechanisms, each a config knob (method parameters live in ``baseline.*``, the bottleneck in
+Four mechanisms, each a config knob (method parameters: :class:`HardenedParams`, under ``method:``; the bottleneck in
 ``model.bottleneck_*``; all recorded in ``config.yaml``):
 
 1. A noisy information bottleneck on what the phone sends (``models/bottleneck.py``): 1x1 conv to ``k``
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -52,41 +52,57 @@ from ..runs import RunDir
 from ..training.modules import feature_shape
 from ..training.trainer import Trainer
 from ..utils import atomic_write_json
-from .registry import Method, register_method
+from .params import MethodParams, param, search, validate_params
+from .registry import Method, no_adversarial, register_method
 
 SELECTION_FILE = "audit_selection.json"
 DEPLOYED = ("obfuscator", "classifier")  # what the audit's choice replaces in the final weights
 AUDIT_BEST = "audit_best.safetensors"  # under checkpoints/
 
-# the measured recipe (docs/hardened.md, benchmarks/results/hardened_celeba_cpu.md): bottleneck + the three
-# within-class terms, ramped in, no adversarial stage
-DEFAULTS: dict[str, Any] = {
-    "mu": 1.0,  # within-class dependence penalty weight
-    "dependence": "dcor",  # dcor | hsic
-    "mu_image": 1.0,  # within-class dependence penalty weight against the (downsampled) image itself
-    "image_pool": 4,  # the image term's average-pooling factor (64x64 -> 16x16)
-    "image_ramp_epochs": 3,  # the image term's weight grows linearly over the first N bottleneck epochs of stage 1
-    "mu_spread": 1.0,  # weight of the within-class share of the sent mean's variance (collapse onto class means)
-    "spread_ramp_epochs": 3,  # its ramp, as above
-    "mu_ramp_epochs": 0,  # the same for the private-label term
-    "sigma_ramp_epochs": 3,  # stage-1 training noise grows from 0 to sigma over the first N bottleneck epochs
-    "beta": 0.0,  # VIB KL weight (meaningful with model.bottleneck_learn_sigma)
-    "warm_epochs": -1,  # first stage-1 epochs that train only O's front with an Encoder-style head (no bottleneck);
-    # -1: about 4/11 of stage 1 (4 of the celeba-cpu schedule's 11), at least 1 when stage 1 has 2 epochs
-    "aux_epochs": 0,  # first stage-1 epochs (after the warm ones) that keep that head as deep supervision
-    "aux_weight": 1.0,
-    "init_from": "",  # a finished run (e.g. the Encoder's) whose obfuscator initialises O's front
-    "adversaries": [],  # e.g. [vgg, resnet, mlp]: the adversarial stage against a restarted ensemble ([]: none)
-    "attacker_steps": 1,  # ensemble updates per obfuscator step
-    "restart_every": 100,  # ensemble steps between re-initialising one member (0: never)
-    "against": "max",  # max (strongest member on the batch) | mean
-    "objective": "entropy",  # entropy (bounded) | negative_bce (paper)
-    "audit": True,
-    "audit_images": 2000,
-    "audit_val_images": 800,
-    "audit_epochs": 4,
-    "max_utility_drop": 0.01,
-}
+class HardenedParams(MethodParams):
+    """The hardened defence's parameters; the defaults are the measured recipe (docs/hardened.md,
+    benchmarks/results/hardened_celeba_cpu.md): bottleneck + the three within-class terms, ramped in, no adversarial
+    stage."""
+
+    mu: float = param(1.0, "within-class dependence penalty weight (private labels)", ge=0,
+                      tune=search(0.25, 4.0, log=True))
+    dependence: Literal[tuple(MEASURES)] = param(  # type: ignore[valid-type]
+        "dcor", "dependence measure of the penalties")
+    mu_image: float = param(1.0, "within-class dependence penalty weight against the (downsampled) image itself",
+                            ge=0, tune=search(0.25, 4.0, log=True))
+    image_pool: int = param(4, "the image term's average-pooling factor (64x64 -> 16x16)", ge=1)
+    image_ramp_epochs: int = param(3, "the image term's weight grows linearly over the first N bottleneck epochs",
+                                   ge=0)
+    mu_spread: float = param(1.0, "weight of the within-class share of the sent mean's variance (collapse onto "
+                             "class means)", ge=0, tune=search(0.25, 4.0, log=True))
+    spread_ramp_epochs: int = param(3, "the spread term's ramp, as above", ge=0)
+    mu_ramp_epochs: int = param(0, "the private-label term's ramp, as above", ge=0)
+    sigma_ramp_epochs: int = param(3, "stage-1 training noise grows from 0 to sigma over the first N bottleneck "
+                                   "epochs", ge=0)
+    beta: float = param(0.0, "VIB KL weight (meaningful with model.bottleneck_learn_sigma)", ge=0)
+    warm_epochs: int = param(-1, "first stage-1 epochs that train only O's front with an Encoder-style head (no "
+                             "bottleneck); -1: about 4/11 of stage 1", ge=-1)
+    aux_epochs: int = param(0, "first stage-1 epochs (after the warm ones) that keep that head as deep supervision",
+                            ge=0)
+    aux_weight: float = param(1.0, "weight of the auxiliary head's loss", ge=0)
+    init_from: str = param("", "a finished run (e.g. the Encoder's) whose obfuscator initialises O's front")
+    adversaries: list[str] = param([], "e.g. [vgg, resnet, mlp]: the adversarial stage against a restarted "
+                                   "ensemble ([]: none)")
+    attacker_steps: int = param(1, "ensemble updates per obfuscator step", ge=1)
+    restart_every: int = param(100, "ensemble steps between re-initialising one member (0: never)", ge=0)
+    against: Literal[TARGETS] = param(  # type: ignore[valid-type]
+        "max", "O plays against the strongest member on the batch, or their mean")
+    objective: Literal[OBJECTIVES] = param(  # type: ignore[valid-type]
+        "entropy", "O's attribute objective: bounded entropy or the paper's negative BCE")
+    audit: bool = param(True, "choose the deployed checkpoint by an audit of fresh small attackers")
+    audit_images: int = param(2000, "training images of the audit's attackers", ge=1)
+    audit_val_images: int = param(800, "validation images of the audit", ge=1)
+    audit_epochs: int = param(4, "epochs of the audit's attackers", ge=1)
+    max_utility_drop: float = param(0.01, "the audit only picks epochs within this of stage 1's validation utility",
+                                    ge=0)
+
+
+DEFAULTS: dict[str, Any] = HardenedParams().model_dump()
 # what DEFAULTS were before the measured recipe became the default (issue 13's earlier runs name them explicitly)
 LEGACY_DEFAULTS: dict[str, Any] = {"mu_image": 0.0, "image_ramp_epochs": 0, "mu_spread": 0.0, "spread_ramp_epochs": 0,
                                    "sigma_ramp_epochs": 0, "warm_epochs": 0, "aux_epochs": 2,
@@ -96,34 +112,8 @@ BOTTLENECK_DEFAULTS = {"bottleneck_channels": 1, "bottleneck_pool": 2, "bottlene
 
 
 def params(cfg: RunConfig) -> dict[str, Any]:
-    """Validated hardened parameters (``cfg.baseline`` over the defaults)."""
-    p = {**DEFAULTS, **cfg.baseline}
-    try:
-        out = {"mu": float(p["mu"]), "dependence": str(p["dependence"]), "beta": float(p["beta"]),
-               "mu_image": float(p["mu_image"]), "image_pool": int(p["image_pool"]),
-               "image_ramp_epochs": int(p["image_ramp_epochs"]), "mu_ramp_epochs": int(p["mu_ramp_epochs"]),
-               "mu_spread": float(p["mu_spread"]), "spread_ramp_epochs": int(p["spread_ramp_epochs"]),
-               "sigma_ramp_epochs": int(p["sigma_ramp_epochs"]),
-               "warm_epochs": int(p["warm_epochs"]), "aux_epochs": int(p["aux_epochs"]),
-               "aux_weight": float(p["aux_weight"]), "init_from": str(p["init_from"] or ""),
-               "adversaries": [str(a) for a in (p["adversaries"] or [])],
-               "attacker_steps": int(p["attacker_steps"]), "restart_every": int(p["restart_every"]),
-               "against": str(p["against"]), "objective": str(p["objective"]), "audit": bool(p["audit"]),
-               "audit_images": int(p["audit_images"]), "audit_val_images": int(p["audit_val_images"]),
-               "audit_epochs": int(p["audit_epochs"]), "max_utility_drop": float(p["max_utility_drop"])}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"config.yaml baseline: invalid hardened parameters {dict(p)} ({exc})") from exc
-    for key, allowed in (("dependence", tuple(MEASURES)), ("against", TARGETS), ("objective", OBJECTIVES)):
-        if out[key] not in allowed:
-            raise ConfigError(f"config.yaml baseline.{key}: must be one of {allowed}, got {out[key]!r}")
-    if (out["mu"] < 0 or out["mu_image"] < 0 or out["mu_spread"] < 0 or out["spread_ramp_epochs"] < 0
-            or out["beta"] < 0 or out["attacker_steps"] < 1
-            or out["restart_every"] < 0 or out["image_pool"] < 1 or out["image_ramp_epochs"] < 0
-            or out["mu_ramp_epochs"] < 0 or out["sigma_ramp_epochs"] < 0 or out["warm_epochs"] < -1):
-        raise ConfigError(f"config.yaml baseline: mu, mu_image, mu_spread, beta, restart_every and the ramps must be "
-                          f">= 0 (warm_epochs >= -1: -1 is automatic), and attacker_steps, image_pool >= 1, "
-                          f"got {dict(p)}")
-    return out
+    """Validated hardened parameters (``cfg.params`` over the defaults)."""
+    return validate_params(HardenedParams, cfg.params, "hardened").model_dump()
 
 
 def auto_warm_epochs(stage1_epochs: int) -> int:
@@ -136,7 +126,7 @@ def configure(cfg: RunConfig) -> None:
     """Fill the bottleneck settings left unset. No adversaries means no adversarial stage: the epochs a schedule gives
     it, and the attacker stage's beyond one (the run's diagnostic AR/AC), go to stage 1, so a schedule written for the
     paper's method (e.g. celeba-cpu's 4/2/6) trains `hardened` for as many epochs (11/1/0); a schedule that already
-    has no adversarial epochs is kept. Resolves ``warm_epochs: -1`` into ``cfg.baseline`` so ``config.yaml`` records
+    has no adversarial epochs is kept. Resolves ``warm_epochs: -1`` into ``cfg.params`` so ``config.yaml`` records
     what ran."""
     m = cfg.model
     if not m.bottleneck_channels:
@@ -149,18 +139,14 @@ def configure(cfg: RunConfig) -> None:
         m.bottleneck_pool = pool if min(h, w) // pool >= MIN_SENT_HW else 1  # C's VGG blocks pool 3 more times
     p = params(cfg)
     t = cfg.train
-    if not p["adversaries"] and t.epochs_adversarial > 0:
-        t.epochs_pretrain += t.epochs_adversarial + max(0, t.epochs_attacker - 1)
-        t.epochs_adversarial, t.epochs_attacker = 0, min(t.epochs_attacker, 1)
+    if not p["adversaries"]:
+        no_adversarial(cfg)
     if p["warm_epochs"] < 0:
-        cfg.baseline = {**cfg.baseline, "warm_epochs": auto_warm_epochs(t.epochs_pretrain)}
+        cfg.params = {**cfg.params, "warm_epochs": auto_warm_epochs(t.epochs_pretrain)}
         p = params(cfg)
     if p["warm_epochs"] and p["warm_epochs"] >= cfg.train.epochs_pretrain:
-        raise ConfigError(f"config.yaml baseline.warm_epochs ({p['warm_epochs']}) must be below train.epochs_pretrain "
+        raise ConfigError(f"config.yaml method.warm_epochs ({p['warm_epochs']}) must be below train.epochs_pretrain "
                           f"({cfg.train.epochs_pretrain}): the bottleneck needs stage-1 epochs of its own")
-    if not p["adversaries"]:
-        cfg.privacy.defend = "none"
-        cfg.train.epochs_adversarial = 0
 
 
 class HardenedTrainer(Trainer):
@@ -199,7 +185,7 @@ class HardenedTrainer(Trainer):
         """Load O's VGG blocks from a finished run (a later resume overwrites them with the checkpoint)."""
         final = RunDir(run_dir).final
         if not final.is_file():
-            raise ConfigError(f"config.yaml baseline.init_from: {final} not found (is {run_dir} a finished run?)")
+            raise ConfigError(f"config.yaml method.init_from: {final} not found (is {run_dir} a finished run?)")
         target = self.modules.obfuscator.front if self.bottleneck is not None else self.modules.obfuscator
         load_modules({"obfuscator": target}, final)
 
@@ -207,7 +193,7 @@ class HardenedTrainer(Trainer):
     def cache_signature(cls, cfg: RunConfig, stage: int) -> dict[str, Any]:
         """Every stage depends on the bottleneck and the hardened parameters."""
         m = cfg.model
-        return {"hardened": dict(cfg.baseline), "bottleneck": [m.bottleneck_channels, m.bottleneck_pool,
+        return {"hardened": dict(cfg.params), "bottleneck": [m.bottleneck_channels, m.bottleneck_pool,
                                                                m.bottleneck_norm, m.bottleneck_sigma,
                                                                m.bottleneck_learn_sigma]}
 
@@ -384,4 +370,5 @@ class HardenedTrainer(Trainer):
 HARDENED = register_method(Method(
     "hardened", "Hardened", "Noisy k-channel bottleneck + within-class dependence penalty + restarted adversary "
     "ensemble + audit-chosen checkpoint (issue 13)",
-    defaults=DEFAULTS, configure=configure, trainer_cls=HardenedTrainer, uses_lambda=True))
+    params=HardenedParams, configure=configure, trainer_cls=HardenedTrainer, uses_lambda=True,
+    tunable_config={"model.bottleneck_sigma": {"type": "float", "low": 0.5, "high": 2.0, "log": True}}))

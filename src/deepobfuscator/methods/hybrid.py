@@ -12,9 +12,10 @@ epochs, starting from the Encoder's C; no MLP head is needed).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -23,10 +24,11 @@ from safetensors.torch import load_file, save_file
 from sklearn.decomposition import PCA
 from torch import nn
 
-from ..config import ConfigError, RunConfig
+from ..config import RunConfig
 from ..data import Batch, BatchLoader, PreparedData
 from ..training.trainer import Trainer
-from .noise import laplace_like
+from ..models.factorised import Factorisation, LaplaceTail, laplace_like
+from .params import MethodParams, param, search, validate_params
 from .registry import Method, register_method
 
 STATE_FILE = "hybrid_pca.safetensors"
@@ -44,6 +46,7 @@ class PCALaplace(nn.Module):
         self.register_buffer("span", (hi.float() - lo.float()).clamp(min=1e-8))
         self.feature_shape = tuple(int(v) for v in feature_shape)
         self.scale = float(scale)
+        self.noise_enabled = True  # off only to check the deterministic part (:meth:`noise_split`)
 
     def project(self, feats: torch.Tensor) -> torch.Tensor:
         """Clipped, [0, 1]-scaled PCA coefficients ``[N, k]`` (before noise)."""
@@ -53,16 +56,34 @@ class PCALaplace(nn.Module):
     def release(self, feats: torch.Tensor) -> torch.Tensor:
         """What the phone sends: noisy scaled coefficients ``[N, k]``."""
         z = self.project(feats)
-        return z + laplace_like(z, self.scale)
+        return z + laplace_like(z, self.scale) if self.noise_enabled else z
 
     def reconstruct(self, released: torch.Tensor) -> torch.Tensor:
         """Released coefficients -> feature maps shaped like O's output (PCA inverse transform)."""
         flat = (released * self.span + self.lo) @ self.components + self.mean
         return flat.view(-1, *self.feature_shape)
 
+    def unreconstruct(self, features: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`reconstruct` on its image (the components are orthonormal rows)."""
+        return ((features.flatten(1) - self.mean) @ self.components.T - self.lo) / self.span
+
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """Features -> noisy features of the same shape, as the deployed pipeline produces them."""
         return self.reconstruct(self.release(feats))
+
+    @contextlib.contextmanager
+    def noise_off(self) -> Iterator[None]:
+        """Within the block, no Laplace noise is added (to check the deterministic part)."""
+        before, self.noise_enabled = self.noise_enabled, False
+        try:
+            yield
+        finally:
+            self.noise_enabled = before
+
+    def noise_split(self) -> Factorisation:
+        """What is sent = :meth:`reconstruct` (:meth:`project` + Laplace noise of the deployed scale)."""
+        tail = LaplaceTail(self.scale, self.reconstruct, self.unreconstruct, channels=int(self.components.shape[0]))
+        return Factorisation(self.project, tail, self.noise_off)
 
     def save(self, path: Path) -> None:
         """Write buffers and settings to a safetensors file (atomically)."""
@@ -88,20 +109,20 @@ class PCALaplace(nn.Module):
                    float(meta["scale"]))
 
 
+class HybridParams(MethodParams):
+    """Hybrid's parameters."""
+
+    epsilon: float = param(0.5, "privacy budget per released coefficient", gt=0, tune=search(0.1, 20.0, log=True))
+    sensitivity: float = param(1.0, "L1 sensitivity of one [0, 1]-scaled coefficient", gt=0)
+    n_components: int = param(64, "PCA components released", ge=1, tune=search(8, 256, log=True))
+    clip_percentile: float = param(1.0, "coefficients are scaled to [0, 1] by their [p, 100-p] percentile range",
+                                   ge=0, lt=50)
+    max_fit_images: int = param(4000, "train-split images the PCA is fitted on (seeded subset)", ge=1)
+
+
 def hybrid_params(cfg: RunConfig) -> dict[str, Any]:
-    """Validated Hybrid parameters from ``cfg.baseline``."""
-    p = cfg.baseline
-    try:
-        out = {"epsilon": float(p["epsilon"]), "sensitivity": float(p.get("sensitivity", 1.0)),
-               "n_components": int(p.get("n_components", 64)), "clip_percentile": float(p.get("clip_percentile", 1.0)),
-               "max_fit_images": int(p.get("max_fit_images", 4000))}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"config.yaml baseline: invalid Hybrid parameters {dict(p)} ({exc})") from exc
-    if out["epsilon"] <= 0 or out["sensitivity"] <= 0 or out["n_components"] < 1:
-        raise ConfigError(f"config.yaml baseline: epsilon, sensitivity and n_components must be positive, got {dict(p)}")
-    if not 0.0 <= out["clip_percentile"] < 50.0:
-        raise ConfigError(f"config.yaml baseline.clip_percentile must be in [0, 50), got {out['clip_percentile']}")
-    return out
+    """Validated Hybrid parameters from ``cfg.params``."""
+    return validate_params(HybridParams, cfg.params, "hybrid").model_dump()
 
 
 @torch.no_grad()
@@ -134,7 +155,7 @@ class HybridTrainer(Trainer):
     @classmethod
     def cache_signature(cls, cfg: RunConfig, stage: int) -> dict[str, Any]:
         """Stage 1 is the Encoder's; later stages depend on the Hybrid parameters."""
-        return {} if stage == 0 else {"hybrid": dict(cfg.baseline)}
+        return {} if stage == 0 else {"hybrid": dict(cfg.params)}
 
     def ensure_fitted(self) -> PCALaplace:
         """Fit (once) the PCA on train-split features of the frozen O and save it in the run directory."""
@@ -177,6 +198,5 @@ def _hybrid(cfg: RunConfig) -> None:
 
 HYBRID = register_method(Method(
     "hybrid", "Hybrid", "Encoder features -> PCA fitted on train -> Laplace noise per coefficient; C retrained",
-    defaults={"epsilon": 0.5, "sensitivity": 1.0, "n_components": 64, "clip_percentile": 1.0,
-              "max_fit_images": 4000},
+    params=HybridParams,
     configure=_hybrid, trainer_cls=HybridTrainer, feature_transform=load_fitted))

@@ -19,6 +19,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from .factorised import Factorisation, GaussianTail
 from .vgg import Obfuscator
 
 NORMS = ("batchnorm", "tanh", "none")
@@ -100,6 +101,13 @@ class BottleneckObfuscator(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> noisy features (fresh noise on every call)."""
         return self.bottleneck(self.front(images))
+
+    def noise_split(self) -> Factorisation | None:
+        """What is sent = :meth:`mean` + Gaussian noise of the deployed per-channel std (None without noise)."""
+        if not self.bottleneck.has_noise:
+            return None
+        return Factorisation(self.mean, GaussianTail(self.bottleneck.sigma.detach().float().cpu().clone()),
+                             lambda: deterministic(self))
 
 
 def bottleneck_of(module: nn.Module) -> NoisyBottleneck | None:

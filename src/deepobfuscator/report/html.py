@@ -13,7 +13,7 @@ from ..utils import atomic_write_json, atomic_write_text
 from .plots import lambda_bars, reconstruction_scatter, tradeoff_scatter
 from .results import RunResult, expand_run_dirs, load_result
 from .tables import (
-    TRADEOFF_MARGIN, Table, ablation_table, best_tradeoff, lambda_table, leakage, markdown_table, pareto_front,
+    TRADEOFF_MARGIN, Table, ablation_table, averaging_table, best_tradeoff, lambda_table, leakage, markdown_table, pareto_front,
     reconstruction_table, score, tradeoff_table,
 )
 
@@ -109,7 +109,8 @@ def build_report(run_dirs: list[Path], out: Path, title: str = "DeepObfuscator: 
             target = out / "grids" / f"{r.name}.png"
             shutil.copyfile(r.grid, target)
             grids.append((r, target))
-    tables = [tradeoff_table(results), lambda_table(results), reconstruction_table(results), ablation_table(results)]
+    tables = [tradeoff_table(results), averaging_table(results), lambda_table(results), reconstruction_table(results),
+              ablation_table(results)]
     verdict = _verdict(results, margin)
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
 
@@ -162,6 +163,8 @@ def build_report(run_dirs: list[Path], out: Path, title: str = "DeepObfuscator: 
                   "oracle_floor": {a: r.oracle_floor(a) for a in r.cfg.data.private},
                   "label_floor": {a: r.label_floor(a) for a in r.cfg.data.private},
                   "private_accuracy": {a: r.privacy(a).value for a in r.cfg.data.private},
+                  "private_balanced_accuracy_by_m": {a: {m: r.balanced_at(a, m).value for m in r.repeats()}
+                                                     for a in r.cfg.data.private},
                   "majority_rate": {a: r.majority(a) for a in r.cfg.data.private}}
                  for r in results if r.attack],
     })

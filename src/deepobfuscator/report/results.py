@@ -95,7 +95,7 @@ class RunResult:
     @property
     def setting(self) -> str:
         """The parameters that distinguish this run within its method."""
-        b, p = self.cfg.baseline, self.cfg.privacy
+        b, p = self.cfg.params, self.cfg.privacy
         parts = []
         if self.uses_lambda:
             parts.append(f"λ1={_num(p.lambda1)}")
@@ -177,6 +177,23 @@ class RunResult:
         if acc is None or maj is None:
             return None
         return acc - maj, "majority"
+
+    def repeats(self) -> list[str]:
+        """Repeat counts attacked (``1`` and, for a stochastic pipeline, e.g. ``8`` and ``inf``)."""
+        return ["1", *((self.attack or {}).get("repeated") or {})]
+
+    def balanced_at(self, attr: str, m: str) -> Metric:
+        """Best attacker's balanced accuracy on ``attr`` when each image's features are averaged over ``m`` queries
+        (``inf``: the averaging limit)."""
+        if m == "1":
+            return self.balanced(attr)
+        entry = ((self.attack or {}).get("repeated") or {}).get(m, {}).get("privacy", {}).get(attr)
+        return metric(entry, "balanced_accuracy")
+
+    def floor(self, attr: str) -> float | None:
+        """The larger of the label and oracle floors of ``attr`` (None when neither was measured)."""
+        values = [v for v in (self.label_floor(attr), self.oracle_floor(attr)) if v is not None]
+        return max(values) if values else None
 
     def reconstruction(self) -> dict[str, Any]:
         """The raw reconstruction record (best_attacker, ms_ssim, psnr, per_attacker)."""

@@ -24,7 +24,7 @@ def _attacked(results: list[RunResult]) -> list[RunResult]:
 def _order(r: RunResult) -> tuple:
     p = r.cfg.privacy
     return (r.attribute_set, r.method != "encoder", r.method, p.defend != "both", p.defend, p.lambda1, p.lambda2,
-            sorted((k, str(v)) for k, v in r.cfg.baseline.items()), r.name)
+            sorted((k, str(v)) for k, v in r.cfg.params.items()), r.name)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -198,6 +198,29 @@ def reconstruction_table(results: list[RunResult]) -> Table:
         best_cell = f"{best}: {_recon_cell(per.get(best) or rec)}" if best else _recon_cell(rec)
         t.rows.append([r.method_label, r.setting or "-", r.attribute_set, *[_recon_cell(per.get(n)) for n in names],
                        best_cell, _reid_cell(r), r.shown])
+    return t
+
+
+def averaging_table(results: list[RunResult]) -> Table:
+    """Single queries beside averaged ones: the best attacker's balanced accuracy per private attribute at m = 1, 8
+    and the averaging limit, read against the larger floor."""
+    repeats: list[str] = []
+    for r in _attacked(results):
+        repeats += [m for m in r.repeats() if m not in repeats]
+    t = Table("Averaged queries: best attacker's balanced accuracy (floor) per number m of queries of one image",
+              ["Method", "Setting", "Intended / private", *[f"m = {m}" for m in repeats], "Run"],
+              note="m = inf is the averaging limit (the noise-free mean an attacker converges to by averaging many "
+                   "queries of the same image, e.g. a burst or a video). Floor: the larger of the label floor and the "
+                   "oracle floor; a deterministic pipeline has only m = 1.")
+    for r in sorted(_attacked(results), key=_order):
+        if len(r.repeats()) < 2:
+            continue
+        cells = []
+        for m in repeats:
+            parts = [f"{a} {_fmt(r.balanced_at(a, m).value)} ({_fmt(r.floor(a))})" for a in r.cfg.data.private
+                     if m in r.repeats()]
+            cells.append("; ".join(parts) or "-")
+        t.rows.append([r.method_label, r.setting or "-", r.attribute_set, *cells, r.shown])
     return t
 
 

@@ -11,6 +11,7 @@ from ..config import RunConfig
 from ..data.index import AttributeSpec
 from ..models import build_classifier, build_reconstructor
 from ..models.bottleneck import build_run_obfuscator
+from ..models.factorised import Factorisation
 
 MODULE_NAMES = ("obfuscator", "classifier", "reconstructor", "adversary")
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -36,6 +37,21 @@ class Modules:
         """What the phone sends for ``images``: input transform, O, then feature transform."""
         feats = self.obfuscator(self.input_transform(images) if self.input_transform else images)
         return self.feature_transform(feats) if self.feature_transform else feats
+
+    def factorisation(self) -> Factorisation | None:
+        """What :meth:`encode` declares about its randomness: a deterministic prefix plus a noise tail, when O or
+        the feature transform declares one (``noise_split()``) and nothing random comes before it; else None
+        (deterministic, or random in a way nothing declares, e.g. pixel noise)."""
+        if self.input_transform is not None:
+            return None
+        split = getattr(self.obfuscator, "noise_split", None)
+        own = split() if split is not None else None
+        feature = getattr(self.feature_transform, "noise_split", None)
+        if own is not None:
+            return own if self.feature_transform is None else None
+        if feature is None:
+            return None
+        return feature().after(self.obfuscator)
 
     def items(self) -> list[tuple[str, nn.Module]]:
         """(name, module) pairs in a fixed order."""

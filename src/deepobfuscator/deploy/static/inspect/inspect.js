@@ -130,7 +130,9 @@ function renderRun(col, result, index, upload) {
     table.append(el("tr", {}, el("td", {}, g.name, el("br"), el("small", { text: `by ${g.attacker}` })),
       probCell(g, "private", index),
       el("td", { class: "num bacc", "data-attr": g.name }, fmt(g.balanced_accuracy), el("br"),
-        el("span", { class: "ci", text: ci(g.balanced_accuracy_ci95).trim() })),
+        el("span", { class: "ci", text: ci(g.balanced_accuracy_ci95).trim() }),
+        ...Object.entries(g.averaged || {}).map(([m, v]) => el("div", { class: "ci averaged", "data-m": m,
+          text: m === "inf" ? `unlimited queries averaged: ${fmt(v)}` : `${m} queries averaged: ${fmt(v)}` }))),
       el("td", { class: "num", text: fmt(g.majority_rate) })));
   }
   parts.push(el("div", {}, table));

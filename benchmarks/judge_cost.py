@@ -1,0 +1,193 @@
+"""What the judge costs, next to the training it judges, and whether its fast path agrees with the black box.
+
+    # two celeba-cpu runs (the hardened default and an Encoder trained as long), then the judges
+    python benchmarks/judge_cost.py --runs R --data ../shared/data/celeba            # trains, judges, prints
+    python benchmarks/judge_cost.py --runs R --table-only > benchmarks/results/judge_cost_celeba_cpu.md
+
+For each run (``R/hardened``: ``deepobf train --preset celeba-cpu``; ``R/encoder``: ``deepobf baseline encoder
+--preset celeba-cpu --set train.epochs_pretrain=11``, the hardened run's epochs):
+
+- ``full``: the default ``deepobf attack RUN`` (every attacker, m = 1, 8 and inf for a stochastic run, all training
+  images, decoders, re-identification), timed as a whole process -> ``RUN/judge-full/attack.json``;
+- for the stochastic run, the same suite at the quick budget on m = 1 and 8 once on the fast path and once on the
+  black-box path (``--black-box``) -> ``RUN/judge-quick-fast/``, ``RUN/judge-quick-bb/``: every attribute attacker's
+  balanced accuracy and every decoder's MS-SSIM at m = 1 and 8 side by side with their 95% intervals, whether the
+  fast value lies inside the black-box interval, and each attacker's seconds per epoch on both paths (the speed-up).
+
+Every number is read from the attack.json files and the runs' metrics; nothing is written by hand. Timings are of
+this machine (see the header the script prints); rerun the baseline on the same machine before comparing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RUNS = {"hardened": ["train", "--preset", "celeba-cpu"],
+        "encoder": ["baseline", "encoder", "--preset", "celeba-cpu", "--set", "train.epochs_pretrain=11"]}
+JUDGES = {"full": [], "quick-fast": ["--budget", "quick", "--repeat", "1,8"],
+          "quick-bb": ["--budget", "quick", "--repeat", "1,8", "--black-box"]}
+
+
+def deepobf(*args: str) -> float:
+    """Run `deepobf ARGS` (this interpreter's package) and return its wall seconds."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "deepobfuscator.cli", *args, "--no-progress"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def training_seconds(run: Path) -> float:
+    """Seconds the run's epochs took (metrics.jsonl), without data preparation."""
+    return sum(json.loads(line)["seconds"] for line in (run / "metrics.jsonl").read_text().splitlines())
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(bounds: Any) -> str:
+    return "" if not bounds or bounds[0] is None else f" [{bounds[0]:.3f}, {bounds[1]:.3f}]"
+
+
+def _per_epoch(training: dict[str, Any] | None) -> float | None:
+    if not training or not training.get("epochs") or training.get("seconds") is None:
+        return None
+    return training["seconds"] / training["epochs"]
+
+
+def job_rows(attack: dict[str, Any], work: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """(attacker, m) -> the job's record (read from the attack's work folder)."""
+    out = {}
+    for path in sorted(work.glob("*.s0.json")):
+        record = json.loads(path.read_text())
+        if record.get("settings", {}).get("sampling") != attack["sampling"]["path"]:
+            continue
+        out[(record["name"], record.get("m", "1"))] = record
+    return out
+
+
+def local_work(run: Path, attack: dict[str, Any]) -> Path:
+    return run / "attack" / Path(attack["work_dir"]).name
+
+
+def attacker_values(record: dict[str, Any]) -> list[tuple[str, float | None, Any, float | None]]:
+    """(what, value, interval, seconds per epoch) of one job: per attribute for attribute attackers."""
+    if record["kind"] == "attribute":
+        return [(attr, r.get("balanced_accuracy"), r.get("balanced_accuracy_ci95"),
+                 _per_epoch((record.get("training") or {}).get(attr)))
+                for attr, r in record["results"].items()]
+    return [("MS-SSIM", record.get("ms_ssim"), record.get("ms_ssim_ci95"), _per_epoch(record.get("training")))]
+
+
+def agreement_table(run: Path) -> list[str]:
+    fast = json.loads((run / "judge-quick-fast" / "attack.json").read_text())
+    slow = json.loads((run / "judge-quick-bb" / "attack.json").read_text())
+    a, b = job_rows(fast, local_work(run, fast)), job_rows(slow, local_work(run, slow))
+    lines = ["| attacker | m | what | fast path [95% CI] | black-box path [95% CI] | fast inside black-box CI | "
+             "s/epoch fast | s/epoch black-box | speed-up | job s fast | job s black-box |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    inside = total = 0
+    for key in sorted(set(a) & set(b)):
+        for (what, va, ca, ea), (_, vb, cb, eb) in zip(attacker_values(a[key]), attacker_values(b[key])):
+            ok = None if va is None or not cb or cb[0] is None else cb[0] <= va <= cb[1]
+            if ok is not None and not a[key].get("floor", False) and a[key]["name"] not in ("mean_face",
+                                                                                           "median_face"):
+                inside, total = inside + int(ok), total + 1
+            speed = None if not ea or not eb else eb / ea
+            job_speed = (b[key].get("seconds") or 0) / max(a[key].get("seconds") or 1e-9, 1e-9)
+            lines.append(f"| {key[0]} | {key[1]} | {what} | {_f(va)}{_ci(ca)} | {_f(vb)}{_ci(cb)} | "
+                         f"{'yes' if ok else 'no' if ok is not None else 'n/a'} | {_f(ea, 1)} | {_f(eb, 1)} | "
+                         f"{_f(speed, 1)}x | {_f(a[key].get('seconds'), 0)} | {_f(b[key].get('seconds'), 0)} "
+                         f"({job_speed:.1f}x) |")
+    lines += ["", f"Fast-path values inside the black-box path's 95% interval: {inside} of {total} "
+                  "(attackers and decoders; floors excluded).",
+              f"Whole quick judge (m = 1, 8): fast {fast['timing']['total_s']:.0f} s, black-box "
+              f"{slow['timing']['total_s']:.0f} s ({slow['timing']['total_s'] / fast['timing']['total_s']:.1f}x)."]
+    return lines
+
+
+def full_table(run: Path, train_s: float) -> list[str]:
+    attack = json.loads((run / "judge-full" / "attack.json").read_text())
+    rows = job_rows(attack, local_work(run, attack))
+    lines = [f"Training {train_s:.0f} s; the default judge {attack['timing']['total_s']:.0f} s "
+             f"({attack['timing']['total_s'] / train_s:.1f}x training; {attack['timing']['workers']} worker(s) x "
+             f"{attack['timing']['threads_per_worker']} thread(s); preparing {attack['timing']['prepare_s']:.0f} s; "
+             f"sampling path: {attack['sampling']['path']}).", "",
+             "| attacker | m | seconds | epochs (cap) | stopped early | result |", "|---|---|---|---|---|---|"]
+    for (name, m), record in sorted(rows.items(), key=lambda kv: -(kv[1].get("seconds") or 0)):
+        training = record.get("training") or {}
+        if record["kind"] == "attribute":
+            epochs = "; ".join(f"{t.get('epochs')} ({t.get('max_epochs')})" for t in training.values()
+                               if isinstance(t, dict) and t.get("epochs"))
+            result = "; ".join(f"{a} {_f(r.get('balanced_accuracy'))}" for a, r in record["results"].items())
+            early = "; ".join(str(t.get("stopped_early")) for t in training.values() if isinstance(t, dict)
+                              and "stopped_early" in t)
+        else:
+            epochs = f"{training.get('epochs')} ({training.get('max_epochs')})" if training.get("epochs") else ""
+            result = f"MS-SSIM {_f(record.get('ms_ssim'))} (n={record.get('n')})"
+            early = str(training.get("stopped_early", ""))
+        lines.append(f"| {name} | {m} | {_f(record.get('seconds'), 0)} | {epochs} | {early} | {result} |")
+    verdict = []
+    for attr, e in attack["privacy"].items():
+        row = [f"m=1 {_f(e['balanced_accuracy'])} ({e['best_attacker']})"]
+        row += [f"m={m} {_f(r['privacy'][attr]['balanced_accuracy'])} ({r['privacy'][attr]['best_attacker']})"
+                for m, r in (attack.get("repeated") or {}).items()]
+        verdict.append(f"{attr}: " + ", ".join(row))
+    rec = attack["reconstruction"]
+    verdict.append(f"reconstruction m=1 {_f(rec['ms_ssim'])} ({rec['best_attacker']}; constant "
+                   f"{_f((rec.get('floor') or {}).get('ms_ssim'))})" + "".join(
+                       f", m={m} {_f(r['reconstruction']['ms_ssim'])}" for m, r in (attack.get('repeated') or {}).items()))
+    return lines + [""] + [f"- {v}" for v in verdict]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", required=True, help="folder holding (or receiving) the runs hardened/ and encoder/")
+    p.add_argument("--data", help="CelebA root (to train missing runs)")
+    p.add_argument("--only", nargs="+", choices=list(RUNS), default=list(RUNS))
+    p.add_argument("--judges", nargs="+", choices=list(JUDGES), default=list(JUDGES))
+    p.add_argument("--table-only", action="store_true", help="print the tables from what is on disk")
+    args = p.parse_args()
+    root = Path(args.runs)
+    timings: dict[str, dict[str, float]] = {}
+    for name in args.only:
+        run = root / name
+        if not args.table_only:
+            if not (run / "checkpoints" / "final.safetensors").is_file():
+                if not args.data:
+                    p.error(f"{run} is not trained; pass --data")
+                deepobf(*RUNS[name], "--data", args.data, "--task", "Smiling", "--private", "Male", "--out", str(run))
+            for judge in args.judges:
+                if name == "encoder" and judge != "full":
+                    continue  # a deterministic pipeline has no sampling path to compare
+                out = run / f"judge-{judge}" / "attack.json"
+                if not out.is_file():
+                    timings.setdefault(name, {})[judge] = deepobf("attack", str(run), "--out", str(out),
+                                                                  *JUDGES[judge])
+    print(f"# The judge's cost at celeba-cpu (`benchmarks/judge_cost.py`)\n\nMachine: {platform.machine()}, "
+          f"{os.cpu_count()} CPUs ({platform.processor() or 'cpu'}), torch threads default; "
+          f"python {platform.python_version()}.\n")
+    for name in args.only:
+        run = root / name
+        if not (run / "judge-full" / "attack.json").is_file():
+            continue
+        print(f"## {name} (`{run.name}`)\n")
+        print("\n".join(full_table(run, training_seconds(run))))
+        if (run / "judge-quick-bb" / "attack.json").is_file():
+            print("\n### Fast path against the black-box path (quick budget, m = 1 and 8)\n")
+            print("\n".join(agreement_table(run)))
+        print()
+    if timings:
+        print(f"(process wall seconds of this invocation: {json.dumps(timings)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
