@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -146,3 +147,36 @@ def run_copy(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     target = tmp_path_factory.mktemp("attack") / "run"
     shutil.copytree(trained_run, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server: ``DEEPOBF_TEST_POSTGRES_URL`` (.ci/run starts one), else a private one started here
+    from Debian's server binaries (.ci/postgres.sh); skipped with the reason where there are none, except in CI."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    url = os.environ.get("DEEPOBF_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    script = Path(__file__).resolve().parents[1] / ".ci" / "postgres.sh"
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not binaries:
+        if os.environ.get("CI"):
+            pytest.fail("CI: no PostgreSQL server binaries (.ci/run installs Debian's postgresql)")
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql, or set DEEPOBF_TEST_POSTGRES_URL)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = tempfile.mkdtemp(prefix="deepobf-test-pg-")  # under /tmp: reachable by the postgres user when root
+    proc = subprocess.run(["bash", str(script), "start", data, str(port)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"could not start a private PostgreSQL server: {proc.stderr[-2000:]}")
+    try:
+        yield proc.stdout.strip()
+    finally:
+        subprocess.run(["bash", str(script), "stop", data], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +97,19 @@ class PretrainCache:
         ckpt = latest_checkpoint(trainer.run.checkpoints)
         if key is None or ckpt is None or (self.root / key).is_dir():
             return None
-        tmp = self.root / f".{key}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
+        # a folder of this process's own, renamed into place in one step: concurrent workers never see (or remove)
+        # each other's partial copies, and the first to finish wins
+        tmp = self.root / f".{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
         tmp.mkdir(parents=True)
         shutil.copytree(ckpt, tmp / "checkpoint")
         lines = trainer.run.metrics.read_text().splitlines(keepends=True) if trainer.run.metrics.is_file() else []
         atomic_write_text(tmp / "metrics.jsonl", "".join(lines[: pos.metrics_lines]))
         atomic_write_json(tmp / "info.json", {"key": key, "stage": pos.stage, "checkpoint": ckpt.name,
                                               "state": pos.as_dict(), "source_run": str(trainer.run.path)})
-        tmp.rename(self.root / key)
+        try:
+            tmp.rename(self.root / key)
+        except OSError:  # another worker stored the same stage first
+            shutil.rmtree(tmp, ignore_errors=True)
         return self.root / key
 
     def restore(self, trainer: Trainer) -> int | None:

@@ -1,4 +1,4 @@
-"""`deepobf sweep FILE.yaml`: a grid of runs, each trained then attacked; resumable and failure-tolerant.
+"""`deepobf sweep FILE.yaml`: a grid of runs, each trained then attacked, as the trials of an Optuna study.
 
 Sweep file (YAML)::
 
@@ -16,12 +16,18 @@ Sweep file (YAML)::
       - {method: deepobfuscator, lambda1: 1, defend: [reconstruction, attributes, both]}
 
 Entry keys: ``method``, ``attributes`` (``"T1,T2/P1,P2"`` or ``{task: [...], private: [...]}``),
-``lambda1``, ``lambda2``, ``defend``, ``seed``, ``epsilon`` (shortcut for ``baseline.epsilon``),
-``baseline`` (method parameters), ``set`` (per-run config overrides) and ``name``. Runs are written to
-``OUT/<name>/`` (names derive from the settings); identical entries are run once. ``OUT/sweep_status.json``
-records done/failed per run with the error text; rerunning skips finished runs (trained and attacked),
-resumes interrupted ones from their last checkpoint and retries failed ones. Runs whose first stages
-are configured identically share them through ``OUT/.pretrain-cache/``.
+``lambda1``, ``lambda2``, ``defend``, ``seed``, ``epsilon`` (shortcut for ``params.epsilon``),
+``params`` (method parameters; ``baseline`` is read the same way), ``set`` (per-run config overrides) and
+``name``. Runs are written to ``OUT/<name>/`` (names derive from the settings); identical entries are run once.
+
+Each grid point is a trial of the study ``sweep-<file stem>`` (a GridSampler over the run names) in the storage
+(default ``OUT/study.db``, SQLite); a trial records its run directory and results in its user attributes. A call
+trains and attacks every point no trial has finished, resuming interrupted runs from their last checkpoint; a point
+whose trial failed (the error text is recorded) or whose worker died (no heartbeat) is retried by the next call.
+Several worker processes, and machines sharing one PostgreSQL storage, split the grid: no point is trained twice
+(two workers that pick one point at once: the lower trial number keeps it, the other is pruned). Runs whose first
+stages are configured identically share them through ``OUT/.pretrain-cache/``. A folder written by the earlier
+sweep (``sweep_status.json``) is migrated into the study on the first call.
 """
 from __future__ import annotations
 
@@ -29,26 +35,32 @@ import dataclasses
 import itertools
 import json
 import re
-import time
+import os
+import socket
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+import optuna
 import yaml
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from ..attacks.base import AttackSettings
 from ..attacks.suite import run_attack
 from ..config import ConfigError, RunConfig, apply_overrides, preset
 from ..methods import configure, get_method, train_run
 from ..runs import RunDir, RunError
-from ..utils import atomic_write_json
 from .cache import PretrainCache
+from .study import default_storage, earlier_owner, fail_dead_trials, grid_state, open_storage, redact, spawn_workers
 
 STATUS_FILE = "sweep_status.json"
 CACHE_DIR = ".pretrain-cache"
 TOP_KEYS = {"preset", "data", "dataset", "out", "overrides", "attack", "defaults", "runs"}
-ENTRY_KEYS = {"method", "attributes", "lambda1", "lambda2", "defend", "seed", "epsilon", "baseline", "set", "name"}
+ENTRY_KEYS = {"method", "attributes", "lambda1", "lambda2", "defend", "seed", "epsilon", "params", "baseline", "set",
+              "name"}
 NAMED_PARAMS = {"epsilon": "eps", "sigma": "sigma", "weight": "w", "n_components": "k"}  # in run names
 AXES = ("method", "attributes", "lambda1", "lambda2", "defend", "seed", "epsilon")
 
@@ -65,7 +77,7 @@ class RunSpec:
     task: list[str]
     private: list[str]
     settings: dict[str, Any]  # lambda1, lambda2, defend, seed when given
-    baseline: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # the method's parameters
     overrides: list[str] = field(default_factory=list)
 
 
@@ -91,7 +103,7 @@ class Sweep:
             cfg.data.dataset = self.dataset
         cfg.data.task, cfg.data.private = list(spec.task), list(spec.private)
         cfg.method = spec.method
-        cfg.baseline = dict(spec.baseline)
+        cfg.params = dict(spec.params)
         s = spec.settings
         if "lambda1" in s:
             cfg.privacy.lambda1 = float(s["lambda1"])
@@ -147,8 +159,8 @@ def run_name(spec: RunSpec) -> str:
     method = get_method(spec.method)
     parts = [spec.method]
     for key, short in NAMED_PARAMS.items():
-        if key in spec.baseline:
-            parts.append(f"{short}{_fmt(spec.baseline[key])}")
+        if key in spec.params:
+            parts.append(f"{short}{_fmt(spec.params[key])}")
     s = spec.settings
     if method.uses_lambda:
         parts.append(f"l1_{_fmt(s.get('lambda1', 'default'))}")
@@ -182,7 +194,7 @@ def _spec(item: dict[str, Any], where: str) -> RunSpec:
     if "attributes" not in item:
         raise ConfigError(f"{where}: no 'attributes' (set them in the entry or in 'defaults')")
     task, private = parse_attributes(item["attributes"], where)
-    baseline = dict(item.get("baseline") or {})
+    baseline = {**dict(item.get("baseline") or {}), **dict(item.get("params") or {})}  # baseline: the former name
     if "epsilon" in item:
         baseline["epsilon"] = item["epsilon"]
     settings = {k: item[k] for k in ("lambda1", "lambda2", "defend", "seed") if k in item}
@@ -283,60 +295,253 @@ def run_is_done(run: RunDir, attack: bool) -> bool:
     return run.is_complete() and (not attack or (run.path / "attack.json").is_file())
 
 
-def run_sweep(sweep: Sweep, out: Path | None = None, attack_fn: AttackFn | None = None, progress: bool = True,
-              only: list[str] | None = None, on_event: Event | None = None) -> dict[str, Any]:
-    """Train and attack every run not finished yet; record each outcome in ``OUT/sweep_status.json``."""
-    root = Path(out or sweep.out or Path("runs") / sweep.source.stem)
-    root.mkdir(parents=True, exist_ok=True)
-    status_path = root / STATUS_FILE
-    status = json.loads(status_path.read_text()) if status_path.is_file() else {}
-    status.update({"sweep": str(sweep.source), "out": str(root)})
-    runs_status: dict[str, Any] = status.setdefault("runs", {})
-    attack_fn = attack_fn or default_attack
-    emit = on_event or (lambda name, event, detail: None)
-    selected = [s for s in sweep.runs if not only or s.name in only]
-    if only and len(selected) != len(set(only)):
-        missing = sorted(set(only) - {s.name for s in selected})
-        raise ConfigError(f"{sweep.source}: no run(s) named {missing}")
+def run_results(run: RunDir, attack_json: Path | None = None) -> dict[str, Any]:
+    """A finished run's headline numbers: intended accuracy and, when attacked (``attack_json``, default
+    ``RUN/attack.json``), the best fresh attacker's leakage above the floor per private attribute, and the best
+    reconstruction above the constant image."""
+    out: dict[str, Any] = {}
+    attack_path = attack_json or run.path / "attack.json"
+    if attack_path.is_file():
+        attack = json.loads(attack_path.read_text())
+        out["intended_accuracy"] = {k: v.get("accuracy") for k, v in attack.get("utility", {}).items()}
+        out["leakage_above_floor"] = {}
+        for attr, entry in attack.get("privacy", {}).items():
+            floors = [v for v in ((entry.get("label_floor") or {}).get("balanced_accuracy"),
+                                  (entry.get("oracle_floor") or {}).get("balanced_accuracy")) if v is not None]
+            ba = entry.get("balanced_accuracy")
+            out["leakage_above_floor"][attr] = None if ba is None or not floors else round(ba - max(floors), 6)
+        out["ms_ssim_above_floor"] = (attack.get("reconstruction") or {}).get("ms_ssim_above_floor")
+    elif (run.path / "train_summary.json").is_file():
+        summary = json.loads((run.path / "train_summary.json").read_text())
+        out["intended_accuracy"] = summary.get("test", {}).get("C_acc", {})
+    return out
 
-    def save() -> None:
-        atomic_write_json(status_path, status)
 
-    for spec in selected:
-        run = RunDir(root / spec.name)
-        if run_is_done(run, sweep.attack is not None):
-            entry = runs_status.setdefault(spec.name, {})
-            entry.update({"status": "done", "method": spec.method, "run": str(run.path)})
-            entry.pop("error", None)
-            emit(spec.name, "skipped", "finished earlier")
+def objective_values(results: dict[str, Any], attacked: bool) -> list[float]:
+    """The study's objectives: mean intended accuracy (maximised) and, when attacked, the mean leakage above the
+    floor over private attributes (minimised; 0 without private attributes)."""
+    accuracy = [v for v in (results.get("intended_accuracy") or {}).values() if v is not None]
+    values = [float(np.mean(accuracy)) if accuracy else 0.0]
+    if attacked:
+        leak = [v for v in (results.get("leakage_above_floor") or {}).values() if v is not None]
+        values.append(float(np.mean(leak)) if leak else 0.0)
+    return values
+
+
+def directions(attacked: bool) -> list[str]:
+    """Optimisation directions of :func:`objective_values`."""
+    return ["maximize", "minimize"] if attacked else ["maximize"]
+
+
+def study_name(sweep: Sweep) -> str:
+    """The study of a sweep file (the same on every machine that runs it against one storage)."""
+    return f"sweep-{sweep.source.stem}"
+
+
+def migrate_status_file(sweep: Sweep, root: Path, study: optuna.Study, emit: Event) -> None:
+    """A sweep folder written before sweeps ran on Optuna: its finished runs become completed trials (their run
+    directories are checked), failed ones failed trials (retried like any failed trial); the old file is kept as
+    ``sweep_status.json.migrated``. An unreadable file is refused with the way out."""
+    path = root / STATUS_FILE
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+        runs = dict(old["runs"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: a sweep status file of an older deepobf that cannot be read ({exc}); move it away "
+                          "to run the sweep on Optuna (finished run directories are kept and reused)") from None
+    names = {spec.name for spec in sweep.runs}
+    choices = CategoricalDistribution([spec.name for spec in sweep.runs])  # as the runner suggests it
+    migrated = 0
+    for name, entry in runs.items():
+        if name not in names or not isinstance(entry, dict):
             continue
-        started = time.time()
-        runs_status[spec.name] = {"status": "running", "method": spec.method, "run": str(run.path)}
-        save()
-        emit(spec.name, "start", str(run.path))
+        run = RunDir(root / name)
+        attrs = {"run_dir": str(run.path), "migrated_from": STATUS_FILE}
+        if entry.get("status") == "done" and run_is_done(run, sweep.attack is not None):
+            results = run_results(run)
+            trial = optuna.trial.create_trial(
+                params={"run": name}, distributions={"run": choices},
+                values=objective_values(results, sweep.attack is not None),
+                user_attrs={**attrs, "results": results, "method": entry.get("method")})
+        elif entry.get("status") == "failed":
+            trial = optuna.trial.create_trial(
+                params={"run": name}, distributions={"run": choices},
+                state=TrialState.FAIL, user_attrs={**attrs, "error": entry.get("error")})
+        else:
+            continue
+        study.add_trial(trial)
+        migrated += 1
+    path.replace(path.with_name(STATUS_FILE + ".migrated"))
+    emit("sweep", "migrated", f"{migrated} run(s) from {path.name} into study '{study.study_name}'")
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep call leaves: where, and each run's status from the study."""
+
+    out: Path
+    storage: str
+    study: str
+    runs: dict[str, dict[str, Any]]
+
+
+def sweep_outcome(sweep: Sweep, root: Path, storage: str, study: optuna.Study) -> SweepOutcome:
+    """Each run's status (done, failed with its error, running, pending) from the study's trials."""
+    state = grid_state(study)
+    runs = {}
+    for spec in sweep.runs:
+        entry: dict[str, Any] = {"method": spec.method, "run": str(root / spec.name)}
+        if spec.name in state.done:
+            t = state.done[spec.name]
+            entry.update(status="done", trial=t.number, results=t.user_attrs.get("results"),
+                         seconds=t.duration.total_seconds() if t.duration else None)
+        elif spec.name in state.running:
+            entry.update(status="running", trial=state.running[spec.name].number)
+        elif spec.name in state.failed:
+            t = state.failed[spec.name]
+            entry.update(status="failed", trial=t.number, error=t.user_attrs.get("error", "worker stopped (no "
+                                                                                   "heartbeat)"))
+        else:
+            entry["status"] = "pending"
+        runs[spec.name] = entry
+    return SweepOutcome(root, redact(storage), study.study_name, runs)
+
+
+class SweepRunner:
+    """One worker of a sweep: pulls grid points from the study until none is left for it."""
+
+    def __init__(self, sweep: Sweep, root: Path, storage: str, name: str | None = None,
+                 attack_fn: AttackFn | None = None, progress: bool = True, only: list[str] | None = None,
+                 on_event: Event | None = None, attack_workers: int | None = None) -> None:
+        self.sweep, self.root, self.storage = sweep, Path(root), storage
+        self.attack_fn = attack_fn or default_attack
+        self.progress, self.emit = progress, on_event or (lambda name, event, detail: None)
+        self.attack_workers = attack_workers
+        self.specs = {s.name: s for s in sweep.runs}
+        self.all_names = list(self.specs)  # the grid (the same for every call, whatever --only selects)
+        self.names = [n for n in self.all_names if not only or n in only]
+        if only and len(self.names) != len(set(only)):
+            raise ConfigError(f"{sweep.source}: no run(s) named {sorted(set(only) - set(self.names))}")
+        self.only = bool(only)
+        self.study = optuna.create_study(
+            study_name=name or study_name(sweep), storage=open_storage(storage), load_if_exists=True,
+            directions=directions(sweep.attack is not None),
+            sampler=optuna.samplers.GridSampler({"run": self.all_names}))
+
+    def objective(self, trial: optuna.Trial) -> list[float]:
+        """Train and attack one grid point (or read a finished run); a duplicate of a point another worker holds is
+        pruned."""
+        name = trial.suggest_categorical("run", self.all_names)
+        spec = self.specs[name]
+        run = RunDir(self.root / name)
+        trial.set_user_attr("run_dir", str(run.path.resolve()))
+        trial.set_user_attr("method", spec.method)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        owner = earlier_owner(self.study, trial, name)
+        if owner is not None:
+            trial.set_user_attr("duplicate_of", owner.number)
+            raise optuna.TrialPruned(f"{name} is trial {owner.number}'s")
+        self.emit(name, "start", str(run.path))
         try:
-            cfg = sweep.config(spec)
+            cfg = self.sweep.config(spec)
             if run.exists() and _comparable(run.read_config()) != _comparable(cfg):
-                raise RunError(f"{run.path} holds a run with a different configuration than {sweep.source} "
+                raise RunError(f"{run.path} holds a run with a different configuration than {self.sweep.source} "
                                f"asks for '{spec.name}'; move it away or rename the run")
             if not run.is_complete():
-                train_run(cfg, run.path, resume=run.exists(), progress=progress,
-                          cache=PretrainCache(root / CACHE_DIR))
-            if sweep.attack is not None:
-                emit(spec.name, "attack", str(run.path))
-                attack_fn(run.path, dict(sweep.attack), progress)
+                train_run(cfg, run.path, resume=run.exists(), progress=self.progress,
+                          cache=PretrainCache(self.root / CACHE_DIR))
+            if self.sweep.attack is not None and not (run.path / "attack.json").is_file():
+                self.emit(name, "attack", str(run.path))
+                options = dict(self.sweep.attack)
+                if self.attack_workers is not None:
+                    options.setdefault("workers", self.attack_workers)
+                self.attack_fn(run.path, options, self.progress)
                 if not (run.path / "attack.json").is_file():
                     raise RunError(f"{run.path}: the attack step wrote no attack.json")
-        except Exception as exc:  # one failing run must not stop the sweep
-            runs_status[spec.name] = {"status": "failed", "method": spec.method, "run": str(run.path),
-                                      "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-                                      "seconds": round(time.time() - started, 1)}
-            save()
-            emit(spec.name, "failed", f"{type(exc).__name__}: {exc}")
-            continue
-        runs_status[spec.name] = {"status": "done", "method": spec.method, "run": str(run.path),
-                                  "seconds": round(time.time() - started, 1)}
-        save()
-        emit(spec.name, "done", f"{time.time() - started:.0f}s")
-    save()
-    return status
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+            self.emit(name, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        results = run_results(run)
+        trial.set_user_attr("results", results)
+        self.emit(name, "done", str(run.path))
+        return objective_values(results, self.sweep.attack is not None)
+
+    def run(self) -> None:
+        """Retry the points that failed in earlier calls, then take open points until none is left."""
+        fail_dead_trials(self.study)
+        state = grid_state(self.study)
+        for name, trial in state.failed.items():
+            if name in self.names and name not in state.running and name not in state.waiting:
+                self.study.enqueue_trial({"run": name}, user_attrs={"retry_of": trial.number})
+                self.emit(name, "retry", f"trial {trial.number} failed: {trial.user_attrs.get('error', 'worker died')}")
+        if self.only:  # the grid sampler would pick any point: the selected ones are queued instead
+            for name in state.open_points(self.names):
+                self.study.enqueue_trial({"run": name})
+        for name in self.names:
+            if name in state.done:
+                self.emit(name, "skipped", "finished earlier")
+        while self.work_left():  # the GridSampler stops a study once every point was visited, retries may remain
+            before = self.finished_trials()
+            self.study.optimize(self.objective, catch=(Exception,), gc_after_trial=True, callbacks=[self.stop_when_done])
+            if self.finished_trials() == before:
+                return
+
+    def finished_trials(self) -> int:
+        """How many trials of the study have finished (a measure of progress)."""
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
+                                                                   TrialState.PRUNED)))
+
+    def work_left(self) -> bool:
+        """Whether a selected grid point is open (no trial took it yet) or waits in the queue."""
+        state = grid_state(self.study)
+        return bool(state.open_points(self.names) or state.waiting & set(self.names))
+
+    def stop_when_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna callback: stop once nothing is left for this worker (points failing now wait for the next call)."""
+        if not self.work_left():
+            study.stop()
+
+
+def _worker(sweep_path: str, root: str, storage: str, name: str | None, only: list[str] | None, threads: int,
+            attack: bool) -> None:
+    """A spawned sweep worker: its share of the threads, the same sweep file and study."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def log(run: str, event: str, detail: str) -> None:
+        print(f"[sweep {os.getpid()}] {run}: {event} {detail}", flush=True)
+
+    SweepRunner(load_sweep(Path(sweep_path)), Path(root), storage, name, progress=False, only=only, on_event=log,
+                attack_workers=1).run()
+
+
+def run_sweep(sweep: Sweep, out: Path | None = None, attack_fn: AttackFn | None = None, progress: bool = True,
+              only: list[str] | None = None, on_event: Event | None = None, storage: str | None = None,
+              workers: int = 1, study: str | None = None) -> SweepOutcome:
+    """Train and attack every grid point of ``sweep`` not finished yet, as trials of an Optuna study in ``storage``
+    (default: ``OUT/study.db``), with ``workers`` processes on this machine; other machines running the same sweep
+    against the same storage share the grid. Returns each run's status."""
+    root = Path(out or sweep.out or Path("runs") / sweep.source.stem)
+    root.mkdir(parents=True, exist_ok=True)
+    storage = storage or default_storage(root)
+    emit = on_event or (lambda name, event, detail: None)
+    runner = SweepRunner(sweep, root, storage, study, attack_fn, progress, only, emit)
+    migrate_status_file(sweep, root, runner.study, emit)
+    if workers <= 1:
+        runner.run()
+    else:
+        if attack_fn is not None:
+            raise ConfigError("a custom attack function runs in this process only (workers = 1)")
+        import torch
+
+        threads = max(1, torch.get_num_threads() // workers)
+        codes = spawn_workers(_worker, (str(sweep.source), str(root), storage, runner.study.study_name, only, threads,
+                                        sweep.attack is not None), workers)
+        if any(codes):
+            emit("sweep", "failed", f"worker exit codes {codes}")
+    return sweep_outcome(sweep, root, storage, runner.study)
