@@ -11,10 +11,11 @@ from . import __version__
 from .config import ConfigError
 from .data import LOADERS, DataError, load_index
 from .data.synth import render_synthetic_celeba
-from .methods import METHODS, train_run
+from .methods import METHODS, get_method, train_run
 from .options import add_run_options, build_config, default_out
 from .registry import Registry
 from .runs import RunError
+from .training import format_summary
 from .training.distributed import command_scope
 
 
@@ -22,11 +23,13 @@ from .training.distributed import command_scope
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a run of the configured method: the preset's (`hardened` unless the preset names another), the paper's
     Algorithm 1 with ``--paper``, any registered method with ``--set method=NAME``."""
+    if args.method_help:
+        print(get_method(args.method_help).help())
+        return 0
     cfg = build_config(args, method="deepobfuscator" if args.paper else None)
     out = default_out(args, cfg.method)
     summary = train_run(cfg, out, resume=args.resume, progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
-    print(f"run directory: {out}")
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary, out))
     return 0
 
 
@@ -54,14 +57,26 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+QUICK_START = """quick start (the embedded synthetic faces; add --data DIR for a CelebA-layout folder):
+  deepobf train --preset demo --out runs/demo   # train the default (hardened) defence, a few minutes
+  deepobf attack runs/demo                      # fresh attackers on the frozen pipeline: the privacy numbers
+  deepobf inspect runs/demo                     # a page: what the phone sends, the cloud answers, an eavesdropper gets
+
+`deepobf COMMAND -h` explains a command; docs/ in the repository has the details."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full `deepobf` argument parser."""
-    parser = argparse.ArgumentParser(prog="deepobf", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="deepobf", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=QUICK_START,
+        description="Train an on-device obfuscator whose features keep their intended use but defeat image "
+                    "reconstruction and private-attribute inference; judge it with fresh attackers; deploy it.")
     parser.add_argument("--version", action="version", version=f"deepobfuscator {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train an obfuscator: the hardened defence by default, the paper's DeepObfuscator "
-                                     "with --paper, any method with --set method=NAME (see `deepobf baseline`)",
+    p = sub.add_parser("train", help="train an obfuscator (the hardened defence; --paper: the paper's method)",
+                       description="Train an obfuscator: the hardened defence by default, the paper's DeepObfuscator "
+                                   "with --paper, any method with --set method=NAME (see `deepobf baseline`).",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="methods (--set method=NAME; default hardened, --paper = deepobfuscator):\n  "
                               + METHODS.describe().replace("\n", "\n  "))
@@ -71,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "holds against attackers trained afresh where the paper's does not (docs/hardened.md)")
     p.add_argument("--defend", choices=["both", "reconstruction", "attributes", "none"],
                    help="which attacks to defend against (paper section 4.2 ablations)")
+    p.add_argument("--method-help", metavar="METHOD", help="list a method's parameters (types, defaults, help) and exit")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (cuda if available); under torchrun use cuda or auto "
                         "(each process takes GPU LOCAL_RANK)")
     p.set_defaults(handler=cmd_train)
@@ -117,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `deepobf`."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # `deepobf` alone: what there is and how to start
+        parser.print_help()
+        return 0
+    if getattr(args, "handler", None) is None:  # a command group without its subcommand, e.g. `deepobf data`
+        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "-h"])
+        return 0
     try:
         with command_scope(args.command) as active:  # under torchrun: data-parallel or rank 0 only
             return int(args.handler(args) or 0) if active else 0

@@ -22,6 +22,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", type=csv_list, help="intended attributes, comma-separated (e.g. Smiling,High_Cheekbones)")
     p.add_argument("--private", type=csv_list, help="private attributes, comma-separated (e.g. Male,Heavy_Makeup)")
     add_output_options(p, "runs/<preset>-<method>", "--set train.lr=1e-4 --set privacy.lambda1=5")
+    p.add_argument("--json", action="store_true", help="print train_summary.json instead of the short summary")
 
 
 def add_output_options(p: argparse.ArgumentParser, default_out: str, set_example: str) -> None:

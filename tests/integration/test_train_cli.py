@@ -79,12 +79,29 @@ def test_resume_of_finished_run_succeeds_without_training(cli_run: tuple[Path, d
     out, summary = cli_run
     final = (out / "checkpoints" / "final.safetensors").read_bytes()
     metrics = (out / "metrics.jsonl").read_text()
-    code, stdout, _ = train(capsys, "--preset", "tiny", "--data", str(celeba_root), "--out", str(out), "--resume")
+    code, stdout, _ = train(capsys, "--preset", "tiny", "--data", str(celeba_root), "--out", str(out), "--resume",
+                            "--json")
     assert code == 0
-    printed = json.loads(stdout[: stdout.rindex("}") + 1])
+    printed = json.loads(stdout)
     assert printed["test"] == summary["test"]
     assert (out / "checkpoints" / "final.safetensors").read_bytes() == final
     assert (out / "metrics.jsonl").read_text() == metrics
+
+
+def test_the_end_of_training_reads_as_a_summary_with_the_next_commands(cli_run: tuple[Path, dict], celeba_root: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    out, summary = cli_run
+    code, stdout, _ = train(capsys, "--preset", "tiny", "--data", str(celeba_root), "--out", str(out), "--resume")
+    assert code == 0 and "{" not in stdout  # a table, not the JSON dump (that is train_summary.json / --json)
+    assert f"Run directory: {out}" in stdout
+    assert f"deepobf attack {out}" in stdout and f"deepobf inspect {out}" in stdout
+    assert "Smiling" in stdout and "majority rate" in stdout
+    acc = summary["test"]["C_acc"]["Smiling"]
+    assert f"{acc:.3f}" in stdout
+    # the co-trained adversaries appear only as training diagnostics, never as privacy results
+    line = next(l for l in stdout.splitlines() if "AC Male" in l)
+    assert line.startswith("Training diagnostics, not privacy results")
+    assert summary["stalled"] == [] or all(f"WARNING: {a}" in stdout for a in summary["stalled"])
 
 
 def test_misspelt_task_exits_2_with_suggestion(tmp_path: Path, celeba_root: Path,
@@ -106,4 +123,4 @@ def test_single_defence_runs(tmp_path: Path, celeba_root: Path, capsys: pytest.C
     assert code == 0, err
     assert yaml.safe_load((out / "config.yaml").read_text())["privacy"]["defend"] == defend
     assert (out / "checkpoints" / "final.safetensors").is_file()
-    assert "run directory:" in stdout
+    assert "Run directory:" in stdout and "deepobf attack" in stdout

@@ -85,7 +85,8 @@ def make_trainer(cfg: RunConfig, out: Path, resume: bool = False, progress: bool
 
 
 def summarize(trainer: Trainer) -> dict[str, Any]:
-    """Held-out test metrics of the co-trained modules, with majority rates; written to train_summary.json."""
+    """Held-out test metrics of the co-trained modules, with majority rates, training seconds and the intended
+    attributes that stalled at their majority rate; written to train_summary.json."""
     test = trainer.validate(stage=2 if trainer.cfg.train.epochs_attacker or trainer.cfg.train.epochs_adversarial else 0,
                             split="test")
     data = trainer.data
@@ -102,10 +103,53 @@ def summarize(trainer: Trainer) -> dict[str, Any]:
             **{s.name: majority_rate(data.private[idx, i]) for i, s in enumerate(data.private_specs)},
         },
         "seconds_per_epoch": _seconds_per_stage(trainer.run),
+        "seconds": round(sum(rec["seconds"] for rec in trainer.run.read_metrics()), 2),
     }
+    summary["stalled"] = stalled_attributes(summary)
     if trainer.sync.rank == 0:
         atomic_write_json(trainer.run.path / "train_summary.json", summary)
     return summary
+
+
+STALL_MARGIN = 0.02  # an intended accuracy this close to its majority rate has learned (next to) nothing
+
+
+def stalled_attributes(summary: dict[str, Any]) -> list[str]:
+    """Intended attributes whose test accuracy ends within :data:`STALL_MARGIN` of their majority rate."""
+    accuracy, majority = summary["test"].get("C_acc", {}), summary["majority_rate"]
+    return [name for name, acc in accuracy.items()
+            if majority.get(name) is not None and acc <= majority[name] + STALL_MARGIN]
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:
+    """What a person reads when training ends: the intended accuracy beside its majority rate, the co-trained
+    adversaries labelled as training diagnostics (never privacy results), a stall warning, and what to run next."""
+    test, majority = summary.get("test", {}), summary.get("majority_rate", {})
+    rows = [("intended attribute", "test accuracy", "majority rate")]
+    rows += [(name, f"{acc:.3f}", f"{majority.get(name, float('nan')):.3f}") for name, acc in test.get("C_acc", {}).items()]
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"Trained `{summary.get('method')}` (seed {summary.get('seed')}) in "
+             f"{_duration(summary.get('seconds', 0.0))}; tested on {summary.get('test_images')} held-out images.", ""]
+    lines += ["  " + "   ".join(cell.ljust(width[i]) for i, cell in enumerate(row)) for row in rows]
+    for name in summary.get("stalled", []):
+        lines += ["", f"WARNING: {name} ended at its majority rate: C learned (next to) nothing for it. Train longer "
+                      "(more train.epochs_pretrain), check the labels, or lower train.lr."]
+    diagnostics = [f"AC {k} accuracy {v:.3f} (majority {majority.get(k, float('nan')):.3f})"
+                   for k, v in test.get("AC_acc", {}).items()]
+    if "AR_msssim" in test:
+        diagnostics.append(f"AR MS-SSIM {test['AR_msssim']:.3f}")
+    if diagnostics:
+        lines += ["", "Training diagnostics, not privacy results (adversaries co-trained against a moving obfuscator): "
+                  + "; ".join(diagnostics) + "."]
+    lines += ["", f"Run directory: {run_dir}", "Next:",
+              f"  deepobf attack {run_dir}     # fresh attackers on the frozen pipeline: the privacy numbers",
+              f"  deepobf inspect {run_dir}    # what the phone sends, the cloud answers and an eavesdropper recovers"]
+    return "\n".join(lines)
 
 
 def _seconds_per_stage(run: RunDir) -> dict[str, float]:
