@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("data", help="dataset utilities")
-    dsub = p.add_subparsers(dest="data_command", required=True)
+    dsub = p.add_subparsers(dest="data_command")
     q = dsub.add_parser("synth", help="render the embedded synthetic face set (CelebA layout)")
     q.add_argument("--out", required=True)
     q.add_argument("--images", type=int, default=4000)
@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     if getattr(args, "handler", None) is None:  # a command group without its subcommand, e.g. `deepobf data`
-        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "-h"])
+        try:
+            parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "-h"])
+        except SystemExit:
+            pass
         return 0
     try:
         with command_scope(args.command) as active:  # under torchrun: data-parallel or rank 0 only

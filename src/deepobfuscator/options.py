@@ -39,8 +39,8 @@ def build_config(args: argparse.Namespace, method: str | None = None) -> RunConf
     """Preset + CLI options + --set overrides -> RunConfig. The method is the preset's unless the command names one
     (``deepobf baseline NAME``); ``--set method=NAME`` overrides both."""
     cfg = preset(args.preset)
-    if method is not None:
-        cfg.method = method
+    if method is not None and method != cfg.method:  # the preset's method parameters belong to the preset's method
+        cfg.method, cfg.params = method, {}
     if getattr(args, "data", None):
         cfg.data.root = str(Path(args.data).expanduser().resolve())
     if getattr(args, "dataset", None):

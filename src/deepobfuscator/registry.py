@@ -84,7 +84,8 @@ class Registry(Generic[T]):
     def changes_since(self, snapshot: dict[str, Entry[T]]) -> dict[str, Entry[T]]:
         """Entries added, or replaced, after ``snapshot`` was taken (e.g. a caller's own registrations, which a
         spawned worker process does not have until :meth:`restore` adds them)."""
-        return {name: entry for name, entry in self._entries.items() if snapshot.get(name) is not entry}
+        return {name: entry for name, entry in self._entries.items()
+                if name not in snapshot or snapshot[name].obj is not entry.obj}
 
     def restore(self, entries: dict[str, Entry[T]]) -> None:
         """Register ``entries`` (from :meth:`changes_since` in another process), replacing same-named ones."""

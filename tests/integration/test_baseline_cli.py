@@ -55,11 +55,12 @@ def test_hybrid_baseline_ships_its_pca_to_the_attacks(tmp_path: Path, celeba_roo
 
 def test_pretrain_cache_reuses_stages_without_changing_results(tmp_path: Path, celeba_root: Path) -> None:
     cache = str(tmp_path / "cache")
-    assert _baseline("encoder", tmp_path / "enc", celeba_root, "--pretrain-cache", cache) == 0
+    assert _baseline("deepobfuscator", tmp_path / "l10", celeba_root, "--pretrain-cache", cache,
+                     "--set", "privacy.lambda1=10") == 0
     assert _baseline("deepobfuscator", tmp_path / "cached", celeba_root, "--pretrain-cache", cache) == 0
     assert _baseline("deepobfuscator", tmp_path / "fresh", celeba_root) == 0
     info = json.loads((tmp_path / "cached" / "pretrain_cache.json").read_text())
-    assert info["restored_stage"] == 1 and info["source_run"].endswith("enc")
+    assert info["restored_stage"] == 1 and info["source_run"].endswith("l10")
     a = load_file(str(tmp_path / "cached" / "checkpoints" / "final.safetensors"))
     b = load_file(str(tmp_path / "fresh" / "checkpoints" / "final.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -73,7 +73,7 @@ def test_benchmark_sweep_file_parses() -> None:
 
 def test_sweep_skips_finished_runs_and_survives_a_failing_one(tmp_path: Path, celeba_root: Path) -> None:
     path = _write(tmp_path, celeba_root, [
-        {"method": "encoder"},
+        {"method": "deepobfuscator", "lambda1": 1},  # shares stages 1-2 with lambda1 = 2
         {"method": "deepobfuscator", "lambda1": 2},
         {"method": "noisy", "attributes": "Smiling/No_Such_Attribute"},  # fails when its data is prepared
     ])
@@ -83,7 +83,7 @@ def test_sweep_skips_finished_runs_and_survives_a_failing_one(tmp_path: Path, ce
     status = run_sweep(sweep, out, attack_fn=fake_attack(calls, fail={"deepobfuscator-l1_2-Smiling-vs-Male"}),
                        progress=False, on_event=lambda n, e, d: events.append((n, e)))
     runs = status.runs
-    assert runs["encoder-Smiling-vs-Male"]["status"] == "done"
+    assert runs["deepobfuscator-l1_1-Smiling-vs-Male"]["status"] == "done"
     assert runs["noisy-Smiling-vs-No_Such_Attribute"]["status"] == "failed"
     assert "No_Such_Attribute" in runs["noisy-Smiling-vs-No_Such_Attribute"]["error"]
     failed_attack = runs["deepobfuscator-l1_2-Smiling-vs-Male"]
@@ -92,14 +92,15 @@ def test_sweep_skips_finished_runs_and_survives_a_failing_one(tmp_path: Path, ce
     dobf = RunDir(out / "deepobfuscator-l1_2-Smiling-vs-Male")
     assert dobf.is_complete()  # trained before its attack failed
     restored = [json.loads((out / n / "pretrain_cache.json").read_text())["restored_stage"]
-                for n in ("encoder-Smiling-vs-Male", dobf.path.name) if (out / n / "pretrain_cache.json").is_file()]
-    assert restored == [1]  # the two share stage 1 (whichever the grid ran second restored it)
+                for n in ("deepobfuscator-l1_1-Smiling-vs-Male", dobf.path.name)
+                if (out / n / "pretrain_cache.json").is_file()]
+    assert restored == [1]  # the two share stages 1-2 (whichever the grid ran second restored them)
     trained_at = dobf.final.stat().st_mtime_ns
 
     calls.clear()
     status = run_sweep(sweep, out, attack_fn=fake_attack(calls), progress=False,
                        on_event=lambda n, e, d: events.append((n, e)))
-    assert ("encoder-Smiling-vs-Male", "skipped") in events
+    assert ("deepobfuscator-l1_1-Smiling-vs-Male", "skipped") in events
     assert calls == ["deepobfuscator-l1_2-Smiling-vs-Male"]  # only the unfinished attack is redone...
     assert dobf.final.stat().st_mtime_ns == trained_at  # ...without retraining
     assert ("deepobfuscator-l1_2-Smiling-vs-Male", "retry") in events  # failed in the first call, retried here

@@ -17,14 +17,38 @@ from ..config import ConfigError
 from .modules import Modules
 
 AMP_MODES = {"none": None, "bf16": torch.bfloat16}
+AUTO = "auto"  # bf16 where the device computes it natively, else none (resolved when a run is created)
 _ATTR = "_deepobf_precision"
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bf16 arithmetic
+
+
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX
+    (elsewhere bf16 is emulated and slower than float32)."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind != "cpu":
+        return False
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        return False
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def resolve_amp(amp: str, device: str) -> str:
+    """``auto`` -> ``bf16`` where :func:`native_bf16`, else ``none``; other values unchanged (validated)."""
+    if amp == AUTO:
+        return "bf16" if native_bf16(device) else "none"
+    if amp not in AMP_MODES:
+        raise ConfigError(f"train.amp must be one of {sorted([*AMP_MODES, AUTO])}, got {amp!r}")
+    return amp
 
 
 def autocast(device: str, amp: str = "none") -> contextlib.AbstractContextManager:
     """Autocast to ``amp`` on ``device``'s type (cuda or cpu); a null context for ``none``."""
-    if amp not in AMP_MODES:
-        raise ConfigError(f"train.amp must be one of {sorted(AMP_MODES)}, got {amp!r}")
-    dtype = AMP_MODES[amp]
+    dtype = AMP_MODES[resolve_amp(amp, device)]
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
@@ -57,7 +81,7 @@ def _precision_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 def apply_precision(modules: Modules, amp: str = "none", channels_last: bool = False, device: str = "cpu") -> None:
     """Make every module of ``modules`` run with ``amp`` autocast and/or channels-last (no-op for the defaults)."""
-    autocast(device, amp)  # validates amp
+    amp = resolve_amp(amp, device)
     if amp == "none" and not channels_last:
         return
     for _, module in modules.items():

@@ -16,7 +16,7 @@ from ..runs import RunDir, RunError, open_run_data, spec_to_dict
 from ..utils import atomic_write_json, git_commit, resolve_device, seed_everything
 from .distributed import launched, make_distributed_trainer
 from .modules import build_modules, feature_shape
-from .precision import apply_precision
+from .precision import apply_precision, resolve_amp
 from .staged import GradSync
 from .trainer import Trainer
 
@@ -47,11 +47,14 @@ def init_run(run: RunDir, cfg: RunConfig, progress: bool = True) -> tuple[Prepar
     data, split = prepare_data(cfg.data, index=index, progress=progress)
     run.path.mkdir(parents=True, exist_ok=True)  # only once the data is known good: a typo leaves no directory
     cfg.data.root = str(index.root)
+    requested = cfg.train.amp
+    cfg.train.amp = resolve_amp(requested, resolve_device(cfg.train.device))  # config.yaml records what ran
     cfg.meta.update({"version": __version__, "commit": git_commit(), "msssim": settings.as_dict(),
                      "feature_shape": list(feature_shape(cfg)), "split_source": split["source"],
                      "task_specs": [spec_to_dict(s) for s in data.task_specs],
                      "private_specs": [spec_to_dict(s) for s in data.private_specs],
-                     "split_sizes": {k: len(split[k]) for k in ("train", "val", "test")}})
+                     "split_sizes": {k: len(split[k]) for k in ("train", "val", "test")},
+                     "amp_requested": requested})
     save_split(split, run.split)
     run.write_noise(make_noise_image(cfg.data.image_size, cfg.privacy.noise_seed, cfg.privacy.noise_std))
     save_config(cfg, run.config)

@@ -1,0 +1,72 @@
+"""What a newcomer sees first: `deepobf` alone, the ends of `baseline` and `attack` in a log, the README's links."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deepobfuscator.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_ATTACK = ["--attackers", "linear,oracle,constant,mirror", "--epochs", "1", "--reid-images", "4",
+               "--grid-images", "2", "--bootstrap", "10", "--no-progress", "--workers", "1"]
+
+
+def _commands() -> list[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return list(sub.choices)
+
+
+def test_deepobf_alone_lists_every_command_and_the_quick_start(capsys: pytest.CaptureFixture) -> None:
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for name in _commands():
+        assert re.search(rf"^\s+{re.escape(name)}\b", out, re.M), name  # each command on a line of its own
+    for step in ("deepobf train --preset demo", "deepobf attack", "deepobf inspect"):
+        assert step in out
+    assert main(["data"]) == 0  # a command group without its subcommand shows its help, not a usage error
+
+
+def test_baseline_and_attack_end_with_the_answer_and_the_next_commands(trained_run: Path, tmp_path: Path,
+                                                                       celeba_root: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "enc"
+    assert main(["baseline", "encoder", "--preset", "tiny", "--data", str(celeba_root), "--out", str(out),
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert f"Run directory: {out}" in text and f"deepobf attack {out}" in text and f"deepobf inspect {out}" in text
+    assert "AC_acc" not in text and "AR_msssim" not in text  # no raw co-trained numbers
+    assert all(line.startswith("Training diagnostics, not privacy results") for line in text.splitlines()
+               if "AC " in line or "AR " in line)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert main(["attack", str(run), *TINY_ATTACK]) == 0
+    text = capsys.readouterr().out
+    assert text.index("## Verdict") < text.index("## Utility")  # the answer first, the tables after
+    verdict = text[text.index("## Verdict"):text.index("## Utility")]
+    assert "Male" in verdict and "above it" in verdict and "Reconstruction" in verdict
+    assert f"deepobf inspect {run}" in text
+
+
+def _links(markdown: Path) -> list[str]:
+    return [m.group(1) for m in re.finditer(r"\]\(([^)\s]+)\)", markdown.read_text())]
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))])
+def test_every_link_of_the_readme_and_docs_resolves(page: str) -> None:
+    source = REPO / page
+    for link in _links(source):
+        if link.startswith(("http://", "https://", "mailto:", "#")):
+            continue
+        target = (source.parent / link.split("#", 1)[0]).resolve()
+        assert target.exists(), f"{page}: link {link} -> {target} does not exist"
+
+
+def test_the_readme_is_short_and_leads_with_the_quick_start() -> None:
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) < 130
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[:3] == ["## Quick start", "## What it protects, measured", "## Commands"]
