@@ -39,7 +39,10 @@ def test_train_command_trains_the_method_that_attack_evaluates(name: str, tmp_pa
         trained = trainer.encode(probe)
         torch.manual_seed(0)
         attacked = obfuscate(cfg, modules, probe)
-    assert torch.equal(trained, attacked)
+    # the same function: training may run the convolutions NHWC (train.channels_last, auto on a CPU), which rounds
+    # in another order than the attack's NCHW modules
+    assert cfg.train.channels_last in (True, False)  # recorded resolved
+    assert torch.allclose(trained, attacked, rtol=1e-4, atol=1e-5)
     if method.input_transform is not None:  # the noise is really applied, not skipped on both sides
         with torch.no_grad():
             assert not torch.equal(attacked, modules.obfuscator(probe))

@@ -16,7 +16,7 @@ from ..runs import RunDir, RunError, open_run_data, spec_to_dict
 from ..utils import atomic_write_json, git_commit, resolve_device, seed_everything
 from .distributed import launched, make_distributed_trainer
 from .modules import build_modules, feature_shape
-from .precision import apply_precision, resolve_amp
+from .precision import apply_precision, resolve_amp, resolve_channels_last
 from .staged import GradSync
 from .trainer import Trainer
 
@@ -48,7 +48,9 @@ def init_run(run: RunDir, cfg: RunConfig, progress: bool = True) -> tuple[Prepar
     run.path.mkdir(parents=True, exist_ok=True)  # only once the data is known good: a typo leaves no directory
     cfg.data.root = str(index.root)
     requested = cfg.train.amp
-    cfg.train.amp = resolve_amp(requested, resolve_device(cfg.train.device))  # config.yaml records what ran
+    device = resolve_device(cfg.train.device)
+    cfg.train.amp = resolve_amp(requested, device)  # config.yaml records what ran
+    cfg.train.channels_last = resolve_channels_last(cfg.train.channels_last, device, cfg.model.width)
     cfg.meta.update({"version": __version__, "commit": git_commit(), "msssim": settings.as_dict(),
                      "feature_shape": list(feature_shape(cfg)), "split_source": split["source"],
                      "task_specs": [spec_to_dict(s) for s in data.task_specs],
@@ -79,7 +81,8 @@ def make_trainer(cfg: RunConfig, out: Path, resume: bool = False, progress: bool
     data, settings = init_run(run, cfg, progress=progress and (sync is None or sync.rank == 0))
     cfg = run.read_config()
     modules = build_modules(cfg, data.task_specs, data.private_specs).to(device)
-    apply_precision(modules, cfg.train.amp, cfg.train.channels_last, device)
+    apply_precision(modules, cfg.train.amp, resolve_channels_last(cfg.train.channels_last, device, cfg.model.width),
+                    device)
     trainer = trainer_cls(cfg, run, data, modules, settings, run.read_noise(), progress=progress, device=device,
                           sync=sync or GradSync(), on_step=on_step)
     if resume:
