@@ -35,6 +35,7 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [64, 64])  # [height, width]
     split_seed: int = 0
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    split_by: str = "image"  # image | identity: no person/driver on two sides (utility as a new user meets it)
     max_images: int | None = None  # use only the first N images of the dataset (for quick runs)
     cache_dir: str | None = None  # None: $DEEPOBF_CACHE or ~/.cache/deepobfuscator
 
@@ -60,7 +61,8 @@ class ModelConfig:
     dropout: float = 0.5
     adversary_classifier: str = "vgg"  # registry name; "vgg" = same as C
     reconstructor: str = "mirror"
-    # noisy bottleneck after O (models/bottleneck.py); 0 channels: none (every method but `hardened`)
+    # noisy bottleneck after O (models/bottleneck.py); 0 channels: none (every method but `hardened`); -1: chosen from
+    # the intended attributes when the run is created (models.bottleneck.auto_channels; hardened's default)
     bottleneck_channels: int = 0
     bottleneck_pool: int | None = None  # average-pooling factor of the sent map (None: the method's default, else 1)
     bottleneck_norm: str = "batchnorm"  # batchnorm (no affine) | tanh | none
@@ -220,7 +222,7 @@ def _preset_celeba_cpu_hardened() -> RunConfig:
     cfg = _preset_celeba_cpu()
     cfg.name = "celeba-cpu-hardened"
     cfg.method = "hardened"
-    cfg.model.bottleneck_channels = 1
+    cfg.model.bottleneck_channels = -1  # chosen from the intended attributes: 1 for Smiling (models.bottleneck)
     cfg.model.bottleneck_pool = 2
     cfg.model.bottleneck_norm = "batchnorm"
     cfg.model.bottleneck_sigma = 1.0

@@ -136,3 +136,24 @@ def test_official_layout_tree_labels_and_stratified_split(statefarm_tree: Path) 
     small = load_statefarm(statefarm_tree, max_images=40)
     assert len(small) == 40 and len(set(small.labels["behaviour"].tolist())) == 10
     assert len(set(small.labels["driver"].tolist())) == 4
+
+
+def test_split_by_driver_puts_no_driver_on_two_sides(statefarm_tree: Path) -> None:
+    index = load_statefarm(statefarm_tree)
+    split = make_split(index, 3, [0.5, 0.25, 0.25], by="identity")
+    parts = {k: np.asarray(split[k]) for k in ("train", "val", "test")}
+    drivers = {k: set(index.identities[v].tolist()) for k, v in parts.items()}
+    assert all(drivers[a].isdisjoint(drivers[b]) for a, b in (("train", "val"), ("train", "test"), ("val", "test")))
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(len(index)))
+    assert split["by"] == "identity" and split["source"] == "seeded by identity"
+    assert make_split(index, 3, [0.5, 0.25, 0.25], by="identity") == split  # seeded
+    with pytest.raises(DataError, match="split_by"):
+        make_split(index, 3, by="driver")
+
+
+@pytest.mark.shared
+def test_shared_statefarm_split_by_driver(statefarm) -> None:
+    split = make_split(statefarm, 0, [0.8, 0.1, 0.1], by="identity")
+    drivers = {k: set(statefarm.labels["driver"][np.asarray(split[k])].tolist()) for k in ("train", "val", "test")}
+    assert drivers["train"].isdisjoint(drivers["test"]) and drivers["val"].isdisjoint(drivers["test"])
+    assert abs(len(split["train"]) / 3300 - 0.8) < 0.06  # whole drivers, close to the fractions

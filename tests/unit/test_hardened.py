@@ -17,7 +17,8 @@ from deepobfuscator.dependence import (
 )
 from deepobfuscator.experiments import load_sweep
 from deepobfuscator.losses import attribute_loss, prediction_entropy_loss
-from deepobfuscator.methods import METHODS, configure, hardened, method_trainer
+from deepobfuscator.methods import METHODS, configure, hardened, method_trainer, train_run
+from deepobfuscator.runs import RunDir
 from deepobfuscator.models import Obfuscator
 from deepobfuscator.models.bottleneck import BottleneckObfuscator, NoisyBottleneck, deterministic
 from deepobfuscator.training.adversaries import AdversaryEnsemble, build_adversary
@@ -281,7 +282,8 @@ def test_configure_fills_bottleneck_and_turns_off_stage_3_without_adversaries() 
     cfg = preset("celeba-cpu")
     cfg.params = {"adversaries": []}
     hardened.configure(cfg)
-    assert (cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma) == (1, 2, 1.0)
+    # the width is chosen from the intended attributes when the run is created (-1 until then)
+    assert (cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma) == (-1, 2, 1.0)
     assert cfg.train.epochs_adversarial == 0 and cfg.privacy.defend == "none"
     tiny = preset("tiny")  # 32 px: pooling would leave C's VGG blocks a 4x4 map
     tiny.params = {"adversaries": ["mlp"]}
@@ -301,7 +303,7 @@ def test_hardened_is_a_registered_method_trained_by_its_own_trainer() -> None:
     assert method.trainer_cls is hardened.HardenedTrainer and method.defaults == hardened.DEFAULTS
     assert method.input_transform is None and method.feature_transform is None  # the noise lives inside O
     cfg = configure(preset("tiny"), "hardened")
-    assert cfg.method == "hardened" and cfg.model.bottleneck_channels == 1 and cfg.params["mu"] == 1.0
+    assert cfg.method == "hardened" and cfg.model.bottleneck_channels == -1 and cfg.params["mu"] == 1.0
     with pytest.raises(ConfigError, match="hardened takes no parameter"):
         bad = preset("tiny")
         bad.params = {"sigma": 1.0}
@@ -310,7 +312,7 @@ def test_hardened_is_a_registered_method_trained_by_its_own_trainer() -> None:
 
 def test_preset_celeba_cpu_hardened_records_its_configuration() -> None:
     cfg = preset("celeba-cpu-hardened")
-    assert cfg.method == "hardened" and cfg.model.bottleneck_channels >= 1 and cfg.model.bottleneck_sigma > 0
+    assert cfg.method == "hardened" and cfg.model.bottleneck_channels != 0 and cfg.model.bottleneck_sigma > 0
     p = hardened.params(cfg)
     assert p["mu"] > 0 and p["mu_image"] > 0 and p["mu_spread"] > 0
     for ramp in ("image_ramp_epochs", "spread_ramp_epochs", "sigma_ramp_epochs"):
@@ -324,7 +326,7 @@ def test_hardened_benchmark_sweep_file_configures_every_run() -> None:
     for spec in sweep.runs:
         cfg = configure(sweep.config(spec))
         if spec.method == "hardened":
-            assert cfg.model.bottleneck_channels >= 1 and cfg.model.bottleneck_pool == 2
+            assert cfg.model.bottleneck_channels != 0 and cfg.model.bottleneck_pool == 2
     by_name = {s.name: configure(sweep.config(s)) for s in sweep.runs}
     assert by_name["h-k1-s125-dcor1"].model.bottleneck_sigma == 1.25
     assert by_name["h-k1-s1-dcor1"].train.epochs_pretrain == 8 and by_name["h-k1-s1-dcor1"].params["warm_epochs"] == 4
@@ -464,3 +466,19 @@ def test_default_recipe_on_a_paper_schedule_is_the_measured_preset() -> None:
     bad.params = {"warm_epochs": -2}
     with pytest.raises(ConfigError, match="warm_epochs"):
         configure(bad, "hardened")
+
+
+def test_the_bottleneck_width_rule_is_deterministic_and_recorded(tiny_cfg, tmp_path: Path) -> None:
+    from deepobfuscator.models.bottleneck import auto_channels
+
+    assert auto_channels([2]) == 1 and auto_channels([2, 2]) == 2 and auto_channels([10]) == 4
+    assert auto_channels([10, 2]) == 5 and auto_channels([]) == 1
+    cfg = configure(tiny_cfg, "hardened")
+    cfg.data.task = ["Smiling", "High_Cheekbones"]
+    cfg.params = {**cfg.params, "audit": False}
+    cfg.train.epochs_pretrain, cfg.train.epochs_attacker = 2, 0
+    out = tmp_path / "two"
+    train_run(cfg, out, progress=False)
+    recorded = RunDir(out).read_config()
+    assert recorded.model.bottleneck_channels == 2  # two binary intended attributes
+    assert recorded.meta["bottleneck_rule"]["classes"] == [2, 2] and recorded.meta["feature_shape"][0] == 2

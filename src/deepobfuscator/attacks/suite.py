@@ -122,6 +122,28 @@ def _val_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def _shared_classes(specs: list[AttributeSpec], train: PreparedData, train_rows: np.ndarray, test: PreparedData,
+                    test_rows: np.ndarray, notes: list[str]) -> list[AttributeSpec]:
+    """The private attributes whose evaluation classes the attackers can learn: an attribute none of whose evaluation
+    classes occur in the attackers' training rows (e.g. the driver under a split by driver) is skipped with a note."""
+    def classes(data: PreparedData, rows: np.ndarray, name: str) -> set[int]:
+        for group, matrix in ((data.private_specs, data.private), (data.task_specs, data.task)):
+            names = [s.name for s in group]
+            if name in names:
+                return set(np.unique(matrix[rows, names.index(name)]).tolist())
+        return set()
+
+    out = []
+    for spec in specs:
+        seen, wanted = classes(train, train_rows, spec.name), classes(test, test_rows, spec.name)
+        if not seen & wanted:
+            notes.append(f"{spec.name}: no evaluation class occurs in the attackers' training images (a split by "
+                         "identity?); not attacked")
+            continue
+        out.append(spec)
+    return out
+
+
 PROBE_IMAGES = 16  # evaluation images the factorisation check sends through the black-box pipeline
 
 
@@ -161,6 +183,7 @@ def prepare(run: RunDir, pipeline: Pipeline, settings: AttackSettings, sources: 
         train_rows, train_excluded = select_rows(attacker_src.data, "train", train_name, settings.max_train_images,
                                                  exclude=exclude, seed=settings.seed)
     worker = sampling is not None
+    privacy_specs = _shared_classes(privacy_specs, attacker_src.data, train_rows, evaluation.data, eval_rows, notes)
     if sampling is None:
         pipeline.detect_stochastic(images_to_dataset_tensor(evaluation.data, eval_rows[:2]))
         probe = images_to_dataset_tensor(evaluation.data, eval_rows[:PROBE_IMAGES])

@@ -93,7 +93,7 @@ def prepare_data(cfg: DataConfig, split: dict | None = None, progress: bool = Tr
     if overlap:
         raise DataError(f"attribute(s) {sorted(overlap)} are both intended and private")
     if split is None:
-        split = make_split(index, cfg.split_seed, cfg.split_fractions, stratify=index.stratify)
+        split = make_split(index, cfg.split_seed, cfg.split_fractions, stratify=index.stratify, by=cfg.split_by)
     elif split.get("fingerprint") not in (None, index.fingerprint()):
         raise DataError(
             f"the recorded split belongs to a different file list than the dataset at {index.root}"

@@ -282,11 +282,22 @@ def default_attack(run_dir: Path, options: dict[str, Any], progress: bool) -> An
     return run_attack(Path(run_dir), attack_settings(options, f"{run_dir}: attack"), progress=progress)
 
 
-def _comparable(cfg: RunConfig) -> dict[str, Any]:
+RESOLVED_WHEN_CREATED = (("train", "amp"), ("train", "channels_last"), ("model", "bottleneck_channels"))
+AUTO_VALUES = ("auto", -1)
+
+
+def _comparable(cfg: RunConfig, recorded: RunConfig | None = None) -> dict[str, Any]:
+    """The config without its name, provenance and data root; a value a run resolves when it is created (``auto``
+    precision and layout, the automatic bottleneck width) is compared as ``recorded`` resolved it."""
     raw = cfg.to_dict()
     raw.pop("meta", None)
     raw.pop("name", None)
     raw["data"].pop("root", None)
+    if recorded is not None:
+        done = recorded.to_dict()
+        for section, key in RESOLVED_WHEN_CREATED:
+            if raw[section].get(key) in AUTO_VALUES:
+                raw[section][key] = done[section].get(key)
     return raw
 
 
@@ -446,7 +457,8 @@ class SweepRunner:
         self.emit(name, "start", str(run.path))
         try:
             cfg = self.sweep.config(spec)
-            if run.exists() and _comparable(run.read_config()) != _comparable(cfg):
+            recorded = run.read_config() if run.exists() else None
+            if recorded is not None and _comparable(recorded) != _comparable(cfg, recorded):
                 raise RunError(f"{run.path} holds a run with a different configuration than {self.sweep.source} "
                                f"asks for '{spec.name}'; move it away or rename the run")
             if not run.is_complete():

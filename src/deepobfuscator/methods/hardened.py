@@ -43,7 +43,7 @@ from ..data import Batch
 from ..dependence import MEASURES, conditional_dependence, within_class_dependence, within_class_spread
 from ..losses import attribute_loss, reconstruction_losses
 from ..models import build_classifier
-from ..models.bottleneck import bottleneck_of
+from ..models.bottleneck import AUTO_CHANNELS, bottleneck_of
 from ..models.vgg import Obfuscator
 from ..training.adversaries import OBJECTIVES, TARGETS, AdversaryEnsemble, build_adversary
 from ..training.audit import AuditSettings, audit_leakage, select_epoch
@@ -108,7 +108,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {"mu_image": 0.0, "image_ramp_epochs": 0, "mu_
                                    "sigma_ramp_epochs": 0, "warm_epochs": 0, "aux_epochs": 2,
                                    "adversaries": ["vgg", "resnet", "mlp"]}
 MIN_SENT_HW = 8
-BOTTLENECK_DEFAULTS = {"bottleneck_channels": 1, "bottleneck_pool": 2, "bottleneck_sigma": 1.0}
+BOTTLENECK_DEFAULTS = {"bottleneck_channels": AUTO_CHANNELS, "bottleneck_pool": 2, "bottleneck_sigma": 1.0}
 
 
 def params(cfg: RunConfig) -> dict[str, Any]:

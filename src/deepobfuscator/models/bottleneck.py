@@ -129,6 +129,16 @@ def deterministic(module: nn.Module) -> Iterator[None]:
         bn.noise_enabled = before
 
 
+AUTO_CHANNELS = -1  # model.bottleneck_channels: chosen from the intended attributes by :func:`auto_channels`
+
+
+def auto_channels(class_counts: list[int]) -> int:
+    """The bottleneck width a set of intended attributes needs (``class_counts``: classes per attribute): one channel
+    per binary attribute, ``ceil(log2 K)`` for a K-class one (the bits its label takes); at least 1. A rule of the
+    code applied to the training data's attributes alone, never tuned per attribute set."""
+    return max(1, sum(1 if k <= 2 else math.ceil(math.log2(k)) for k in class_counts))
+
+
 def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool: int = 1, norm: str = "batchnorm",
                          sigma: float = 0.0, learn_sigma: bool = False) -> nn.Module:
     """O, wrapped in a noisy bottleneck when ``channels`` > 0."""

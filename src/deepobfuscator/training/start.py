@@ -15,6 +15,7 @@ from ..metrics import majority_rate
 from ..runs import RunDir, RunError, open_run_data, spec_to_dict
 from ..utils import atomic_write_json, git_commit, resolve_device, seed_everything
 from .distributed import launched, make_distributed_trainer
+from ..models.bottleneck import AUTO_CHANNELS, auto_channels
 from .modules import build_modules, feature_shape
 from .precision import apply_precision, resolve_amp, resolve_channels_last
 from .staged import GradSync
@@ -51,6 +52,11 @@ def init_run(run: RunDir, cfg: RunConfig, progress: bool = True) -> tuple[Prepar
     device = resolve_device(cfg.train.device)
     cfg.train.amp = resolve_amp(requested, device)  # config.yaml records what ran
     cfg.train.channels_last = resolve_channels_last(cfg.train.channels_last, device, cfg.model.width)
+    if cfg.model.bottleneck_channels == AUTO_CHANNELS:  # the rule, applied to the intended attributes, recorded
+        counts = [s.num_classes for s in data.task_specs]
+        cfg.model.bottleneck_channels = auto_channels(counts)
+        cfg.meta["bottleneck_rule"] = {"rule": "1 channel per binary intended attribute, ceil(log2 K) per K-class one",
+                                       "classes": counts, "channels": cfg.model.bottleneck_channels}
     cfg.meta.update({"version": __version__, "commit": git_commit(), "msssim": settings.as_dict(),
                      "feature_shape": list(feature_shape(cfg)), "split_source": split["source"],
                      "task_specs": [spec_to_dict(s) for s in data.task_specs],
