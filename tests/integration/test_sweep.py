@@ -117,3 +117,12 @@ def test_sweep_cli_lists_runs_and_exits_nonzero_on_failure(tmp_path: Path, celeb
     assert capsys.readouterr().out.strip() == "encoder-Smiling-vs-No_Such_Attribute"
     assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
     assert "No_Such_Attribute" in capsys.readouterr().err
+
+
+def test_paper_grid_file_covers_every_method_on_the_six_sets() -> None:
+    sweep = load_sweep(REPO / "benchmarks" / "paper_grid.yaml")
+    sets = {(tuple(s.task), tuple(s.private)) for s in sweep.runs}
+    assert len(sets) == 6 and len(sweep.runs) == 7 * 6
+    assert {s.method for s in sweep.runs} == {"encoder", "noisy", "hardened", "deepobfuscator", "dp", "hybrid"}
+    for spec in sweep.runs:  # one command and the same defaults for every set: nothing per set
+        assert spec.overrides == [] and (spec.params == {} or set(spec.params) == {"epsilon"})

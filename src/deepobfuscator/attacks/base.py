@@ -90,6 +90,10 @@ class AttackSettings:
     seed: int = 0
     device: str = "cpu"
 
+    def __post_init__(self) -> None:
+        if self.repeat:  # "inf" from a YAML file or a command line reads as the averaging limit
+            self.repeat = [parse_repeat(m) for m in self.repeat]
+
     @classmethod
     def from_budget(cls, budget: str = "full", **overrides: Any) -> "AttackSettings":
         """Settings of a budget preset (``full``: the defaults; ``quick``: smaller caps), ``overrides`` on top (None
