@@ -20,6 +20,7 @@ from deepobfuscator.methods import METHODS, Method, load_trained, no_adversarial
 from deepobfuscator.methods.params import MethodParams, param, validate_params
 from deepobfuscator.runs import RunDir
 from deepobfuscator.training import Trainer
+from deepobfuscator.training.precision import apply_precision
 
 TINY_ATTACK = ["--attackers", "mirror,linear", "--epochs", "1", "--reid-images", "4", "--grid-images", "2",
                "--bootstrap", "20", "--no-progress", "--threads", "1"]
@@ -83,6 +84,8 @@ def test_recipe_add_a_defence(featnoise: Method, tmp_path: Path, celeba_root: Pa
     assert cfg.params == {"sigma": 0.25} and cfg.train.epochs_adversarial == 0
     assert isinstance(modules.feature_transform, FeatureNoise) and modules.feature_transform.sigma == 0.25
     probe = torch.rand(2, 3, 32, 32)
+    # randn_like draws in memory order: same seed, same layout as training (train.channels_last, recorded resolved)
+    apply_precision(modules, channels_last=cfg.train.channels_last is True)
     with torch.no_grad():
         torch.manual_seed(0)
         trained = seen[-1].encode(probe)
