@@ -116,10 +116,13 @@ def agreement_table(run: Path) -> list[str]:
 def full_table(run: Path, train_s: float) -> list[str]:
     attack = json.loads((run / "judge-full" / "attack.json").read_text())
     rows = job_rows(attack, local_work(run, attack))
-    lines = [f"Training {train_s:.0f} s; the default judge {attack['timing']['total_s']:.0f} s "
-             f"({attack['timing']['total_s'] / train_s:.1f}x training; {attack['timing']['workers']} worker(s) x "
-             f"{attack['timing']['threads_per_worker']} thread(s); preparing {attack['timing']['prepare_s']:.0f} s; "
-             f"sampling path: {attack['sampling']['path']}).", "",
+    timing = attack["timing"]
+    lines = [f"Training {train_s:.0f} s; the default judge's last invocation {timing['total_s']:.0f} s wall "
+             f"({timing['total_s'] / train_s:.1f}x training; {timing['workers']} worker(s) x "
+             f"{timing['threads_per_worker']} thread(s); preparing {timing['prepare_s']:.0f} s; "
+             f"sampling path: {attack['sampling']['path']}). Its jobs took {timing['jobs_s']:.0f} job-seconds in all "
+             f"({timing['jobs_s'] / train_s:.1f}x training), counting jobs an earlier, interrupted invocation finished "
+             "(a resumed judge reuses them, so its wall clock alone understates the cost).", "",
              "| attacker | m | seconds | epochs (cap) | stopped early | result |", "|---|---|---|---|---|---|"]
     for (name, m), record in sorted(rows.items(), key=lambda kv: -(kv[1].get("seconds") or 0)):
         training = record.get("training") or {}
@@ -145,6 +148,34 @@ def full_table(run: Path, train_s: float) -> list[str]:
                    f"{_f((rec.get('floor') or {}).get('ms_ssim'))})" + "".join(
                        f", m={m} {_f(r['reconstruction']['ms_ssim'])}" for m, r in (attack.get('repeated') or {}).items()))
     return lines + [""] + [f"- {v}" for v in verdict]
+
+
+def partial_table(run: Path) -> list[str]:
+    """The finished jobs of an unfinished default judge (read from its work folders), or nothing."""
+    if not (run / "metrics.jsonl").is_file():
+        return []
+    train_s = training_seconds(run)
+    lines = []
+    for work in sorted((run / "attack").glob("*/")):
+        records = [json.loads(p.read_text()) for p in sorted(work.glob("*.s0.json"))]
+        if not records:
+            continue
+        total = sum(r.get("seconds") or 0.0 for r in records)
+        lines += [f"Training {train_s:.0f} s. Work folder `{work.name}`: {len(records)} jobs finished, "
+                  f"{total:.0f} job-seconds ({total / train_s:.1f}x training) before the judge was stopped; "
+                  "the jobs still to run are not counted.", "",
+                  "| attacker | m | seconds | epochs (cap) | result |", "|---|---|---|---|---|"]
+        for r in sorted(records, key=lambda r: -(r.get("seconds") or 0)):
+            training = r.get("training") or {}
+            if r["kind"] == "attribute":
+                epochs = "; ".join(f"{t.get('epochs')} ({t.get('max_epochs')})" for t in training.values()
+                                   if isinstance(t, dict) and t.get("epochs"))
+                result = "; ".join(f"{a} {_f(v.get('balanced_accuracy'))}" for a, v in r["results"].items())
+            else:
+                epochs = f"{training.get('epochs')} ({training.get('max_epochs')})" if training.get("epochs") else ""
+                result = f"MS-SSIM {_f(r.get('ms_ssim'))} (n={r.get('n')})"
+            lines.append(f"| {r['name']} | {r.get('m', '1')} | {_f(r.get('seconds'), 0)} | {epochs} | {result} |")
+    return lines
 
 
 def main() -> int:
@@ -177,6 +208,10 @@ def main() -> int:
     for name in args.only:
         run = root / name
         if not (run / "judge-full" / "attack.json").is_file():
+            partial = partial_table(run)
+            if partial:
+                print(f"## {name} (`{run.name}`): the default judge did not finish\n")
+                print("\n".join(partial) + "\n")
             continue
         print(f"## {name} (`{run.name}`)\n")
         print("\n".join(full_table(run, training_seconds(run))))

@@ -90,13 +90,16 @@ def test_a_killed_worker_leaves_a_failed_trial_that_the_next_call_retries(tmp_pa
         while time.time() < deadline:
             if (out / "study.db").is_file():
                 try:
-                    if any(t.state == TrialState.RUNNING for t in _trials(storage, name)):
+                    # running, inside the objective (Optuna's heartbeat thread started before it)
+                    if any(t.state == TrialState.RUNNING and "worker" in t.user_attrs
+                           for t in _trials(storage, name)):
                         break
                 except KeyError:
                     pass
             time.sleep(0.5)
         else:
             pytest.fail("the worker never started its trial")
+        time.sleep(2.5)  # two heartbeats recorded (Optuna never fails a trial that has none)
         worker.kill()
         worker.wait(30)
     finally:
