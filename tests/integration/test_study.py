@@ -35,7 +35,7 @@ def _sweep_file(tmp_path: Path, celeba_root: Path, runs: list, **extra) -> Path:
 
 
 def _trials(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=storage).get_trials()
+    return optuna.load_study(study_name=name, storage=study_module.open_storage(storage)).get_trials()
 
 
 def _each_point_once(storage: str, name: str, names: list[str]) -> list[optuna.trial.FrozenTrial]:
@@ -83,8 +83,9 @@ def test_a_killed_worker_leaves_a_failed_trial_that_the_next_call_retries(tmp_pa
             "from deepobfuscator.cli import main; main(['sweep', %r, '--out', %r, '--no-progress'])" % (str(path),
                                                                                                       str(out)))
     env = {**os.environ, "DEEPOBF_STUDY_HEARTBEAT": "1", "DEEPOBF_STUDY_GRACE": "3"}
+    log = tmp_path / "worker.log"
     worker = subprocess.Popen([sys.executable, "-c", hang], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+                              stderr=log.open("w"))
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -98,7 +99,7 @@ def test_a_killed_worker_leaves_a_failed_trial_that_the_next_call_retries(tmp_pa
                     pass
             time.sleep(0.5)
         else:
-            pytest.fail("the worker never started its trial")
+            pytest.fail(f"the worker never started its trial; its stderr:\n{log.read_text()[-3000:]}")
         time.sleep(2.5)  # two heartbeats recorded (Optuna never fails a trial that has none)
         worker.kill()
         worker.wait(30)
@@ -163,3 +164,24 @@ def test_tune_returns_a_front_of_trained_and_judged_runs(tmp_path: Path, celeba_
     assert main(["report", "--storage", outcome.storage, "--study", outcome.study, "--out", str(tmp_path / "rep")]) == 0
     assert "3 finished trial run(s)" in capsys.readouterr().out
     assert (tmp_path / "rep" / "report.html").is_file()
+
+
+def test_a_storage_another_process_is_creating_opens_after_its_schema_exists(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(url: str, **kwargs):  # the first open loses the race to create the tables (what sqlite raised)
+        calls.append(url)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert isinstance(study_module.open_storage(url), real) and len(calls) == 2
+    monkeypatch.setattr(optuna.storages, "RDBStorage",
+                        lambda url, **kw: (_ for _ in ()).throw(sqlalchemy.exc.ArgumentError("bad URL")))
+    with pytest.raises(ConfigError, match="cannot open it"):
+        study_module.open_storage(url)

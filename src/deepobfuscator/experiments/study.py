@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from ..config import ConfigError
 
+SCHEMA_RACE_TRIES = 10  # opens of a fresh storage that another process is creating at the same time
 HEARTBEAT_S = float(os.environ.get("DEEPOBF_STUDY_HEARTBEAT", "30"))  # seconds between a running trial's heartbeats
 GRACE_S = float(os.environ.get("DEEPOBF_STUDY_GRACE", "120"))  # a running trial silent this long has died
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported once, by the sweep's own events
@@ -42,11 +45,26 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=max(1, int(HEARTBEAT_S)), grace_period=int(GRACE_S),
-                                          engine_kwargs={"pool_pre_ping": True})
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy / driver errors all mean: this URL does not open
-        raise ConfigError(f"study storage {redact(url)}: cannot open it ({type(exc).__name__}: {exc})") from None
+    for attempt in range(SCHEMA_RACE_TRIES):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=max(1, int(HEARTBEAT_S)),
+                                              grace_period=int(GRACE_S), engine_kwargs={"pool_pre_ping": True})
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy / driver errors all mean: this URL does not open
+            if _schema_race(exc):
+                # another process created the schema at the same moment (workers or machines starting on a fresh
+                # storage): the tables exist now, so opening again succeeds
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise ConfigError(f"study storage {redact(url)}: cannot open it ({type(exc).__name__}: {exc})") from None
+    raise ConfigError(f"study storage {redact(url)}: its schema could not be created ({SCHEMA_RACE_TRIES} tries "
+                      "racing other processes)")
+
+
+def _schema_race(exc: Exception) -> bool:
+    """Whether opening failed only because another process was creating the same storage's tables."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlalchemy.exc.DBAPIError) and (
+        isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in text or "database is locked" in text)
 
 
 def redact(url: str) -> str:
