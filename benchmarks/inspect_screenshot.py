@@ -5,9 +5,11 @@ Starts `deepobf inspect RUN...` on a free loopback port, opens the page in headl
 (drawn by `deepobfuscator.data.synth`, never a dataset image), waits for the results, prints the time
 from upload to results (median over `--repeat` uploads), and saves a downscaled, palette PNG of the whole page:
 
-    deepobf train --paper --preset demo --out runs/demo-dobf && deepobf attack runs/demo-dobf
-    deepobf baseline encoder --preset demo --out runs/demo-enc && deepobf attack runs/demo-enc
-    python benchmarks/inspect_screenshot.py runs/demo-enc runs/demo-dobf --out docs/inspect.png
+    deepobf train --preset demo --out runs/demo-hardened           # the default defence
+    deepobf baseline encoder --preset demo --out runs/demo-enc      # the no-defence reference
+    for r in runs/demo-hardened runs/demo-enc; do deepobf attack $r --budget quick --repeat 1 \
+        --attackers mirror,resrec,vgg,linear,constant; done           # the attackers the page runs
+    python benchmarks/inspect_screenshot.py runs/demo-enc runs/demo-hardened --out docs/inspect.png
 
 Use runs trained on the embedded synthetic faces (no `--data`) so that nothing in the picture comes from
 a dataset: every image on the page is derived from the synthetic example.

@@ -109,10 +109,13 @@ def main() -> int:
                 subprocess.run(["bash", str(REPO / ".ci" / "postgres.sh"), "stop", pg[1]], capture_output=True)
     print(f"# `deepobf sweep` with workers (`benchmarks/sweep_workers.py`)\n\nMachine: {platform.machine()}, "
           f"{os.cpu_count()} CPUs; grid: 8 `demo` runs (encoder and noisy, seeds 0-3), train only.\n")
-    print("| configuration | wall s | CPU s (all processes) | CPU use (cores busy) | sum of epoch seconds | trials |")
-    print("|---|---|---|---|---|---|")
+    base = results.get("sqlite, 1 worker", {}).get("wall_s")
+    print("| configuration | wall s | speed-up over 1 worker | CPU s (all processes) | CPU use (cores busy) | "
+          "sum of epoch seconds | trials |")
+    print("|---|---|---|---|---|---|---|")
     for label, r in results.items():
-        print(f"| {label} | {r['wall_s']} | {r['cpu_s']} | {r['cpu_use']} | {r['epoch_s']} | "
+        speed = f"{base / r['wall_s']:.2f}x" if base else "n/a"
+        print(f"| {label} | {r['wall_s']} | {speed} | {r['cpu_s']} | {r['cpu_use']} | {r['epoch_s']} | "
               f"{', '.join(f'{n} {k}' for k, n in sorted(r['trials'].items()))} |")
     return 0
 
