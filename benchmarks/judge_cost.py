@@ -175,6 +175,17 @@ def partial_table(run: Path) -> list[str]:
                 epochs = f"{training.get('epochs')} ({training.get('max_epochs')})" if training.get("epochs") else ""
                 result = f"MS-SSIM {_f(r.get('ms_ssim'))} (n={r.get('n')})"
             lines.append(f"| {r['name']} | {r.get('m', '1')} | {_f(r.get('seconds'), 0)} | {epochs} | {result} |")
+        lines += ["", "Best among the finished jobs, per repeat count (floors excluded; a lower bound on the "
+                  "judge's best while jobs are missing):", ""]
+        for m in sorted({str(r.get("m", "1")) for r in records}, key=lambda m: float(m)):
+            at_m = [r for r in records if str(r.get("m", "1")) == m and not r.get("floor")]
+            attrs = [(v.get("balanced_accuracy") or 0.0, a, r["name"]) for r in at_m if r["kind"] == "attribute"
+                     for a, v in r["results"].items()]
+            recs = [(r.get("ms_ssim") or 0.0, r["name"]) for r in at_m if r["kind"] != "attribute"]
+            parts = [f"{a} {v:.3f} ({n})" for a in sorted({a for _, a, _ in attrs})
+                     for v, _, n in sorted((x for x in attrs if x[1] == a), reverse=True)[:1]]
+            parts += [f"MS-SSIM {v:.3f} ({n})" for v, n in sorted(recs, reverse=True)[:1]]
+            lines.append(f"- m = {m}: " + ("; ".join(parts) or "no attacker finished"))
     return lines
 
 

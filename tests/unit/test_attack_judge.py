@@ -311,3 +311,16 @@ def test_several_seeds_report_the_best_for_the_attacker_and_the_spread(run_copy:
     assert mirror["ms_ssim"] == mirror["seeds"]["max"] and len(mirror["seeds"]["values"]) == 3
     stored = sorted(p.name for p in (Path(result["work_dir"])).glob("linear.s*.json"))
     assert stored == ["linear.s0.json", "linear.s1.json", "linear.s2.json"]
+
+
+def test_verdict_names_an_attribute_no_attacker_was_run_for() -> None:
+    from deepobfuscator.attacks.report import verdict_lines
+
+    result = {"privacy": {"Male": {"best_attacker": None, "balanced_accuracy": None,
+                                   "label_floor": {"balanced_accuracy": 0.573}}},
+              "reconstruction": {"best_attacker": "resrec", "ms_ssim": 0.423, "ms_ssim_above_floor": 0.022,
+                                 "floor": {"ms_ssim": 0.401}},
+              "utility": {"Smiling": {"accuracy": 0.88, "majority_rate": 0.52}}}
+    lines = verdict_lines(result)
+    assert lines[0] == "- **Male**: no attribute attacker was run (`--attackers` chose none); floor 0.573."
+    assert "None" not in "\n".join(lines) and "resrec MS-SSIM 0.423" in lines[1]

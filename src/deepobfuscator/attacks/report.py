@@ -84,6 +84,9 @@ def verdict_lines(result: dict[str, Any]) -> list[str]:
     for attr, e in result["privacy"].items():
         floor = _floor(e)
         ba = e.get("balanced_accuracy")
+        if not e.get("best_attacker"):
+            lines.append(f"- **{attr}**: no attribute attacker was run (`--attackers` chose none); floor {_num(floor)}.")
+            continue
         above = None if floor is None or ba is None else ba - floor
         averaged = "; ".join(
             f"m = {m}: {_num(r['privacy'][attr]['balanced_accuracy'])} "
