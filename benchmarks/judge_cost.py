@@ -113,6 +113,19 @@ def agreement_table(run: Path) -> list[str]:
     return lines
 
 
+def job_cells(record: dict[str, Any]) -> tuple[str, str, str]:
+    """A job's epochs (cap), whether it stopped early, and its result, as table cells (per attribute for attribute
+    attackers)."""
+    training = record.get("training") or {}
+    if record["kind"] == "attribute":
+        fits = [t for t in training.values() if isinstance(t, dict)]
+        return ("; ".join(f"{t.get('epochs')} ({t.get('max_epochs')})" for t in fits if t.get("epochs")),
+                "; ".join(str(t["stopped_early"]) for t in fits if "stopped_early" in t),
+                "; ".join(f"{a} {_f(r.get('balanced_accuracy'))}" for a, r in record["results"].items()))
+    return (f"{training.get('epochs')} ({training.get('max_epochs')})" if training.get("epochs") else "",
+            str(training.get("stopped_early", "")), f"MS-SSIM {_f(record.get('ms_ssim'))} (n={record.get('n')})")
+
+
 def full_table(run: Path, train_s: float) -> list[str]:
     attack = json.loads((run / "judge-full" / "attack.json").read_text())
     rows = job_rows(attack, local_work(run, attack))
@@ -125,17 +138,7 @@ def full_table(run: Path, train_s: float) -> list[str]:
              "(a resumed judge reuses them, so its wall clock alone understates the cost).", "",
              "| attacker | m | seconds | epochs (cap) | stopped early | result |", "|---|---|---|---|---|---|"]
     for (name, m), record in sorted(rows.items(), key=lambda kv: -(kv[1].get("seconds") or 0)):
-        training = record.get("training") or {}
-        if record["kind"] == "attribute":
-            epochs = "; ".join(f"{t.get('epochs')} ({t.get('max_epochs')})" for t in training.values()
-                               if isinstance(t, dict) and t.get("epochs"))
-            result = "; ".join(f"{a} {_f(r.get('balanced_accuracy'))}" for a, r in record["results"].items())
-            early = "; ".join(str(t.get("stopped_early")) for t in training.values() if isinstance(t, dict)
-                              and "stopped_early" in t)
-        else:
-            epochs = f"{training.get('epochs')} ({training.get('max_epochs')})" if training.get("epochs") else ""
-            result = f"MS-SSIM {_f(record.get('ms_ssim'))} (n={record.get('n')})"
-            early = str(training.get("stopped_early", ""))
+        epochs, early, result = job_cells(record)
         lines.append(f"| {name} | {m} | {_f(record.get('seconds'), 0)} | {epochs} | {early} | {result} |")
     verdict = []
     for attr, e in attack["privacy"].items():
@@ -166,14 +169,7 @@ def partial_table(run: Path) -> list[str]:
                   "the jobs still to run are not counted.", "",
                   "| attacker | m | seconds | epochs (cap) | result |", "|---|---|---|---|---|"]
         for r in sorted(records, key=lambda r: -(r.get("seconds") or 0)):
-            training = r.get("training") or {}
-            if r["kind"] == "attribute":
-                epochs = "; ".join(f"{t.get('epochs')} ({t.get('max_epochs')})" for t in training.values()
-                                   if isinstance(t, dict) and t.get("epochs"))
-                result = "; ".join(f"{a} {_f(v.get('balanced_accuracy'))}" for a, v in r["results"].items())
-            else:
-                epochs = f"{training.get('epochs')} ({training.get('max_epochs')})" if training.get("epochs") else ""
-                result = f"MS-SSIM {_f(r.get('ms_ssim'))} (n={r.get('n')})"
+            epochs, _, result = job_cells(r)
             lines.append(f"| {r['name']} | {r.get('m', '1')} | {_f(r.get('seconds'), 0)} | {epochs} | {result} |")
         lines += ["", "Best among the finished jobs, per repeat count (floors excluded; a lower bound on the "
                   "judge's best while jobs are missing):", ""]

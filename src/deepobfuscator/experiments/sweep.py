@@ -52,7 +52,9 @@ from ..attacks.base import AttackSettings
 from ..attacks.suite import run_attack
 from ..config import ConfigError, RunConfig, apply_overrides, preset
 from ..methods import configure, get_method, train_run
+from ..models.bottleneck import AUTO_CHANNELS
 from ..runs import RunDir, RunError
+from ..training.precision import AUTO
 from .cache import PretrainCache
 from .study import default_storage, earlier_owner, fail_dead_trials, grid_state, open_storage, redact, spawn_workers
 
@@ -283,7 +285,7 @@ def default_attack(run_dir: Path, options: dict[str, Any], progress: bool) -> An
 
 
 RESOLVED_WHEN_CREATED = (("train", "amp"), ("train", "channels_last"), ("model", "bottleneck_channels"))
-AUTO_VALUES = ("auto", -1)
+AUTO_VALUES = (AUTO, AUTO_CHANNELS)  # what the config asks for when the run resolves a value at creation
 
 
 def _comparable(cfg: RunConfig, recorded: RunConfig | None = None) -> dict[str, Any]:
