@@ -107,3 +107,34 @@ def test_export_int8_quantises_the_deterministic_part_and_appends_fresh_noise(ha
     a, b = run_batched(session, x), run_batched(session, x)
     assert a.shape == (4, 2, 8, 8) and not np.allclose(a, b)
     assert set(card["int8"]["accuracy"]) >= {"fp32", "int8_obfuscator"}
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_repeated_query_attackers_start_from_their_own_fit_at_the_smaller_count(hardened_run: Path, monkeypatch,
+                                                                                  warm: bool) -> None:
+    from deepobfuscator.attacks import AttackSettings, attribute, reconstruction, run_attack
+    from deepobfuscator.attacks.saved import load_attacker
+
+    starts: list[tuple[str, dict[str, torch.Tensor]]] = []
+    for module in (reconstruction, attribute):
+        def spy(model, *args, _real=module.fit_model, **kwargs):
+            starts.append((kwargs["desc"], {k: v.clone() for k, v in model.state_dict().items()}))
+            return _real(model, *args, **kwargs)
+        monkeypatch.setattr(module, "fit_model", spy)
+    settings = AttackSettings(attackers=["mlp", "mirror"], attr_epochs=1, recon_epochs=1, repeat=[2], batch_size=16,
+                              bootstrap=10, grid_images=2, reid_images=4, mlp_hidden=16, warm_start=warm)
+    out = hardened_run / f"warm-{warm}.json"
+    run_attack(hardened_run, settings, out=out, retrain=True, progress=False)
+    work = next((hardened_run / "attack").glob("*/fitted")).parent
+    for desc, stem, key in (("attack mirror", "mirror", None), ("attack mlp Male", "mlp", "Male")):
+        first, second = [state for d, state in starts if d == desc]
+        fitted, _ = load_attacker(work, f"{stem}.s0")  # the single-query fit
+        fitted_state = (fitted[key] if key else fitted).state_dict()
+        record = json.loads((work / f"{stem}@m2.s0.json").read_text())
+        if warm:  # the m = 2 fit begins where the m = 1 fit ended, and says so
+            assert all(torch.equal(second[k], fitted_state[k]) for k in second)
+            assert record["settings"]["warm_from"] == f"{stem}.s0"
+        else:  # from scratch: the same initialisation as the m = 1 fit, not its result
+            assert all(torch.equal(second[k], first[k]) for k in second)
+            assert not all(torch.equal(second[k], fitted_state[k]) for k in second)
+            assert "warm_from" not in record["settings"]
+    assert json.loads(out.read_text())["settings"]["warm_start"] is warm

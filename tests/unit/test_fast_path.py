@@ -262,3 +262,19 @@ def test_workers_give_the_same_records_as_one_process(run_copy: Path):
     assert sub["n"] == 3 and two["reconstruction"]["best_attacker"] != "inversion"
     saved = json.loads((run_copy / "two.json").read_text())
     assert saved["budget"]["name"] == "full" and "jobs" in saved["timing"]
+
+
+def test_warm_starts_chain_each_learned_attacker_through_the_repeat_counts():
+    from deepobfuscator.attacks.schedule import Job, chain_warm_starts, dependencies
+
+    jobs = [Job(name, m, seed, kind) for name, kind in (("vgg", "attribute"), ("mirror", "reconstruction"),
+                                                         ("constant", "reconstruction"))
+            for m in (1, 8, LIMIT) for seed in (0, 1)]
+    chained = {j.stem: j for j in chain_warm_starts(jobs)}
+    assert chained["vgg@m8.s1"].warm_from == "vgg.s1" and chained["vgg@minf.s1"].warm_from == "vgg@m8.s1"
+    assert chained["mirror@minf.s0"].warm_from == "mirror@m8.s0" and chained["mirror.s0"].warm_from == ""
+    assert chained["constant@m8.s0"].warm_from == ""  # nothing learned to start from
+    needs = dependencies(list(chained.values()))
+    assert needs[chained["vgg@minf.s0"]] == {chained["vgg@m8.s0"]} and not needs[chained["vgg.s0"]]
+    with pytest.raises(RunError, match="vgg.s0"):
+        dependencies([chained["vgg@m8.s0"]])

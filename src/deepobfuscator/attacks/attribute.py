@@ -110,6 +110,12 @@ class AttributeAttacker:
         self.models: dict[str, nn.Module] = {}
         self.specs: dict[str, dict[str, Any]] = {}
         self.offsets: dict[str, torch.Tensor] = {}
+        self.initial: nn.ModuleDict | None = None
+
+    def start_from(self, fitted: nn.Module) -> None:
+        """Start the next fit of each attribute's model from ``fitted``'s (a ModuleDict per attribute: the same
+        attacker fitted at a smaller repeat count); attributes it lacks start from scratch."""
+        self.initial = fitted if isinstance(fitted, nn.ModuleDict) else None
 
     def settings(self, ctx: AttackContext) -> dict[str, Any]:
         """Settings that change this attacker's result."""
@@ -138,6 +144,9 @@ class AttributeAttacker:
             torch.manual_seed(s)
             build = classifier_spec(self.architecture, shape, spec.num_outputs, ctx.cfg.model, ctx.settings.mlp_hidden)
             model = build_from_spec(build)
+            warm = self.initial is not None and spec.name in self.initial
+            if warm:
+                model.load_state_dict(self.initial[spec.name].state_dict())
             loss = attribute_batch_loss(spec, torch.from_numpy(train.labels(spec.name)).long(), ctx.device)
             val_loss = attribute_batch_loss(spec, torch.from_numpy(val.labels(spec.name)).long(), ctx.device)
             out[spec.name] = fit_model(
@@ -147,6 +156,7 @@ class AttributeAttacker:
             priors = class_priors(train.labels(spec.name), spec)
             self.offsets[spec.name] = tune_offset(predict_logits(model, val, ctx), val.labels(spec.name), priors, spec)
             out[spec.name]["decision_offset"] = [round(float(v), 6) for v in self.offsets[spec.name]]
+            out[spec.name]["warm_start"] = warm
         return out
 
     def evaluate(self, data: AttackData, ctx: AttackContext, seed: int) -> Evaluation:

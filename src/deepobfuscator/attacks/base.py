@@ -75,6 +75,7 @@ class AttackSettings:
     repeat: list[float] | None = None  # repeated-query counts for stochastic pipelines (LIMIT = inf); None: 1, 8, inf
     limit_draws: int = 16  # black-box path only: draws averaged to estimate the averaging limit (m = inf)
     fast: bool = True  # use a pipeline's declared prefix + noise tail when it passes its check (else black-box)
+    warm_start: bool = True  # a learned attacker at m > 1 starts from its own fit at the next smaller m
     workers: int = 1  # attacker processes (0: automatic, one per CPU up to 4 on a CPU, 1 on a GPU)
     budget: str = "full"  # the preset the caps came from (recorded; see BUDGETS)
     mlp_hidden: int = 512

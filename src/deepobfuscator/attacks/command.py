@@ -51,7 +51,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         recon_epochs=args.recon_epochs if args.recon_epochs is not None else args.epochs,
         attr_epochs=args.attr_epochs if args.attr_epochs is not None else args.epochs,
         patience=args.patience, val_fraction=args.val_fraction, seeds=args.seeds, repeat=args.repeat,
-        limit_draws=args.limit_draws, fast=not args.black_box, workers=args.workers,
+        limit_draws=args.limit_draws, fast=not args.black_box, warm_start=not args.cold, workers=args.workers,
         lr=args.lr, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, recon_loss=args.recon_loss,
         max_train_images=args.max_train_images, mlp_hidden=args.mlp_hidden, constant_steps=args.constant_steps,
         inversion_images=args.inversion_images,
@@ -97,6 +97,9 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--black-box", action="store_true",
                    help="stochastic defences: send images through the whole pipeline at every access even when it "
                         "declares a noise tail (the exact slow path; for comparisons)")
+    p.add_argument("--cold", action="store_true",
+                   help="stochastic defences: train every learned attacker at m = 8 and inf from scratch instead of "
+                        "from its own fit at the next smaller m (slower; for comparisons)")
     p.add_argument("--epochs", type=int, help="cap on the training epochs of every learned attacker")
     p.add_argument("--recon-epochs", type=int, help=f"max epochs of reconstruction attackers (default {d.recon_epochs})")
     p.add_argument("--attr-epochs", type=int, help=f"max epochs of attribute attackers (default {d.attr_epochs})")

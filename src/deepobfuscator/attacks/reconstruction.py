@@ -93,6 +93,11 @@ class LearnedReconstructor:
         self.name, self.architecture, self.description = name, architecture, description
         self.model: nn.Module | None = None
         self.spec: dict[str, Any] | None = None
+        self.initial: nn.Module | None = None
+
+    def start_from(self, fitted: nn.Module) -> None:
+        """Start the next fit from ``fitted``'s weights (the same attacker fitted at a smaller repeat count)."""
+        self.initial = fitted
 
     def settings(self, ctx: AttackContext) -> dict[str, Any]:
         """Settings that change this attacker's result (a stored result with other values is retrained)."""
@@ -107,9 +112,11 @@ class LearnedReconstructor:
         torch.manual_seed(s)
         self.spec = reconstructor_spec(self.architecture, data.train.feature_shape, ctx.image_size, ctx.cfg.model)
         self.model = build_from_spec(self.spec)
+        if self.initial is not None:
+            self.model.load_state_dict(self.initial.state_dict())
         record = fit_model(self.model, data.train, data.val, image_batch_loss(ctx), ctx, s, ctx.settings.recon_epochs,
                            desc=f"attack {self.name}", with_images=True)
-        return {**record, "loss": ctx.settings.recon_loss}
+        return {**record, "loss": ctx.settings.recon_loss, "warm_start": self.initial is not None}
 
     def evaluate(self, data: AttackData, ctx: AttackContext, seed: int) -> Evaluation:
         """Reconstruct every evaluation image and score it."""

@@ -40,7 +40,7 @@ from .registry import ATTACKERS, get_attackers
 from .reid import CHANCE, make_trials, run_trials
 from .report import render_markdown, save_grid
 from .saved import publish_attacker, read_fitted
-from .schedule import Job, kept_reconstructions, load_json, run_job, run_jobs
+from .schedule import Job, chain_warm_starts, kept_reconstructions, load_json, run_job, run_jobs
 from .sources import AttackSources, Source, open_source, usable_specs
 
 SCHEMA_VERSION = 3
@@ -353,7 +353,7 @@ def plan_jobs(attackers: list[Any], setup: AttackSetup) -> tuple[list[Job], list
         for m in setup.views:
             for seed in settings.attacker_seeds():
                 jobs.append(Job(attacker.name, m, seed, attacker.kind))
-    return jobs, notes
+    return (chain_warm_starts(jobs) if settings.warm_start else jobs), notes
 
 
 def recon_stems(jobs: list[Job]) -> dict[float, dict[str, list[str]]]:
