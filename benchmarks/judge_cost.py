@@ -7,6 +7,9 @@
 For each run (``R/hardened``: ``deepobf train --preset celeba-cpu``; ``R/encoder``: ``deepobf baseline encoder
 --preset celeba-cpu --set train.epochs_pretrain=11``, the hardened run's epochs):
 
+- ``cold``: the same judge with ``--cold`` (every learned attacker at m = 8 and inf from scratch); the records of
+  those jobs are kept in ``RUN/judge-cold/records/`` and set beside the default judge's warm-started ones
+  (epochs, seconds, result and whether it lies in the from-scratch 95% interval);
 - ``full``: the default ``deepobf attack RUN`` (every attacker, m = 1, 8 and inf for a stochastic run, all training
   images, decoders, re-identification), timed as a whole process -> ``RUN/judge-full/attack.json``;
 - for the stochastic run, the same suite at the quick budget on m = 1 and 8 once on the fast path and once on the
@@ -31,7 +34,7 @@ from typing import Any
 
 RUNS = {"hardened": ["train", "--preset", "celeba-cpu"],
         "encoder": ["baseline", "encoder", "--preset", "celeba-cpu", "--set", "train.epochs_pretrain=11"]}
-JUDGES = {"full": [], "quick-fast": ["--budget", "quick", "--repeat", "1,8"],
+JUDGES = {"cold": ["--cold"], "full": [], "quick-fast": ["--budget", "quick", "--repeat", "1,8"],
           "quick-bb": ["--budget", "quick", "--repeat", "1,8", "--black-box"]}
 
 
@@ -126,6 +129,73 @@ def job_cells(record: dict[str, Any]) -> tuple[str, str, str]:
             str(training.get("stopped_early", "")), f"MS-SSIM {_f(record.get('ms_ssim'))} (n={record.get('n')})")
 
 
+COLD_RECORDS = "judge-cold/records"  # the from-scratch m > 1 records, kept before the default judge replaces them
+
+
+def keep_cold_records(run: Path) -> int:
+    """Copy the records of the learned m > 1 jobs of the judge just run with ``--cold`` to ``RUN/judge-cold/records``
+    (the default judge's warm-started jobs write the same file names); returns how many."""
+    target = run / COLD_RECORDS
+    target.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for work in (run / "attack").glob("*/"):
+        for path in work.glob("*@m*.s*.json"):
+            record = json.loads(path.read_text())
+            if record.get("training") and "warm_from" not in record.get("settings", {}):
+                (target / path.name).write_text(path.read_text())
+                count += 1
+    return count
+
+
+def _result_cells(record: dict[str, Any]) -> list[tuple[str, float | None, Any, int | None]]:
+    """(what, value, 95% interval, epochs) per headline number of a learned job."""
+    training = record.get("training") or {}
+    if record["kind"] == "attribute":
+        return [(attr, r.get("balanced_accuracy"), r.get("balanced_accuracy_ci95"), (training.get(attr) or {}).get("epochs"))
+                for attr, r in record["results"].items()]
+    return [("MS-SSIM", record.get("ms_ssim"), record.get("ms_ssim_ci95"), training.get("epochs"))]
+
+
+def warm_table(run: Path) -> list[str]:
+    """Each learned attacker at m > 1 trained from scratch (``--cold``) beside the default judge's warm start from
+    its own fit at the next smaller m: epochs, seconds, result and whether the warm value lies in the cold interval."""
+    cold_dir = run / COLD_RECORDS
+    if not cold_dir.is_dir():
+        return []
+    lines = ["| attacker | m | from scratch: epochs, s | result [95% CI] | warm start: epochs, s | result [95% CI] | "
+             "inside | epochs saved |", "|---|---|---|---|---|---|---|---|"]
+    cold_epochs = warm_epochs = inside = total = 0
+    for path in sorted(cold_dir.glob("*.json")):
+        cold = json.loads(path.read_text())
+        warm = None
+        for work in (run / "attack").glob("*/"):
+            candidate = load_record(work / path.name)
+            if candidate and candidate.get("settings", {}).get("warm_from"):
+                warm = candidate
+        if warm is None:
+            continue
+        for (what, vc, cc, ec), (_, vw, cw, ew) in zip(_result_cells(cold), _result_cells(warm)):
+            ok = None if vw is None or not cc or cc[0] is None else cc[0] <= vw <= cc[1]
+            inside, total = inside + int(bool(ok)), total + int(ok is not None)
+            cold_epochs, warm_epochs = cold_epochs + (ec or 0), warm_epochs + (ew or 0)
+            lines.append(f"| {cold['name']} | {cold.get('m')} | {ec}, {_f(cold.get('seconds'), 0)} | {what} {_f(vc)}{_ci(cc)} | "
+                         f"{ew}, {_f(warm.get('seconds'), 0)} (from {warm['settings']['warm_from']}) | {_f(vw)}{_ci(cw)} | "
+                         f"{'yes' if ok else 'no' if ok is not None else 'n/a'} | "
+                         f"{'' if not ec or ew is None else f'{1 - ew / ec:.0%}'} |")
+    if total:
+        lines += ["", f"Warm-started values inside the from-scratch 95% interval: {inside} of {total}; epochs "
+                      f"{warm_epochs} against {cold_epochs} ({1 - warm_epochs / max(cold_epochs, 1):.0%} fewer). Seconds "
+                      "are each job's own and depend on what else shared the CPU; epochs are the like-for-like cost."]
+    return lines
+
+
+def load_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def full_table(run: Path, train_s: float) -> list[str]:
     attack = json.loads((run / "judge-full" / "attack.json").read_text())
     rows = job_rows(attack, local_work(run, attack))
@@ -209,19 +279,26 @@ def main() -> int:
                 if not out.is_file():
                     timings.setdefault(name, {})[judge] = deepobf("attack", str(run), "--out", str(out),
                                                                   *JUDGES[judge])
+                    if judge == "cold":
+                        keep_cold_records(run)
     print(f"# The judge's cost at celeba-cpu (`benchmarks/judge_cost.py`)\n\nMachine: {platform.machine()}, "
           f"{os.cpu_count()} CPUs ({platform.processor() or 'cpu'}), torch threads default; "
           f"python {platform.python_version()}.\n")
     for name in args.only:
         run = root / name
+        warm = warm_table(run)
+        warm_text = ("\n### Repeated-query attackers: warm start against from scratch\n\n" + "\n".join(warm) + "\n"
+                     if warm else "")
         if not (run / "judge-full" / "attack.json").is_file():
             partial = partial_table(run)
             if partial:
                 print(f"## {name} (`{run.name}`): the default judge did not finish\n")
                 print("\n".join(partial) + "\n")
+            print(warm_text)
             continue
         print(f"## {name} (`{run.name}`)\n")
         print("\n".join(full_table(run, training_seconds(run))))
+        print(warm_text)
         if (run / "judge-quick-bb" / "attack.json").is_file():
             print("\n### Fast path against the black-box path (quick budget, m = 1 and 8)\n")
             print("\n".join(agreement_table(run)))

@@ -7,7 +7,7 @@ queries of the same image). Attackers (any of `training.adversaries.build_advers
 trained from scratch on the train split (class-weighted loss for a binary private attribute), early-stopped on the
 validation split (patience 8, cap 60 epochs), and scored on the test split averaged over 5 draws: balanced accuracy
 for a binary private attribute, accuracy for a multi-class one. C's test accuracy (5 draws, m = 1) is printed
-beside. Not a substitute for the judge: single attacker seed, the noise is sampled here rather than by the
+beside, with the share of the test means' variance left within the intended classes. Not a substitute for the judge: single attacker seed, the noise is sampled here rather than by the
 deployed graph, no floors or intervals.
 
     python benchmarks/screen_hardened.py runs/h1 runs/h2 --m 1,8
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from deepobfuscator.methods import load_trained
+from deepobfuscator.dependence import within_class_spread
 from deepobfuscator.metrics import balanced_accuracy
 from deepobfuscator.models.bottleneck import bottleneck_of
 from deepobfuscator.runs import RunDir, open_run_data
@@ -98,16 +99,19 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--attackers", default="vgg,resnet,mlp")
-    p.add_argument("--m", default="1", help="comma-separated query counts averaged by the attacker (default 1)")
+    p.add_argument("--m", default="1", help="comma-separated query counts averaged by the attacker, inf for the "
+                   "noise-free mean (default 1)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     for run in args.runs:
         means, sigma, classifier, cfg = split_means(run)
         x, y, _ = means["test"]
-        row = {"run": str(run), "utility_test": round(score(classifier, x, y, sigma, False, 5), 4)}
-        for m in (int(v) for v in args.m.split(",")):
+        row = {"run": str(run), "utility_test": round(score(classifier, x, y, sigma, False, 5), 4),
+               "within_share_test": round(float(within_class_spread(x, y)), 4)}
+        for text in args.m.split(","):
+            m = float(text)  # "inf": the averaging limit, the noise-free mean
             per = {a: attack(a, means, sigma / m ** 0.5, cfg, args.seed) for a in args.attackers.split(",")}
-            row[f"m{m}"] = {"best": max(v["test"] for v in per.values()), **per}
+            row[f"m{text}"] = {"best": max(v["test"] for v in per.values()), **per}
         print(json.dumps(row), flush=True)
     return 0
 
