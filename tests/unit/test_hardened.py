@@ -482,3 +482,50 @@ def test_the_bottleneck_width_rule_is_deterministic_and_recorded(tiny_cfg, tmp_p
     recorded = RunDir(out).read_config()
     assert recorded.model.bottleneck_channels == 2  # two binary intended attributes
     assert recorded.meta["bottleneck_rule"]["classes"] == [2, 2] and recorded.meta["feature_shape"][0] == 2
+
+
+def test_row_bank_appends_detached_earlier_rows_newest_first() -> None:
+    from deepobfuscator.dependence import RowBank
+
+    x = torch.randn(3, 4)
+    assert RowBank(0).extend(x)[0] is x  # no bank: the batch alone
+    bank = RowBank(5)
+    first = torch.arange(3.0).reshape(3, 1)
+    assert torch.equal(bank.extend(first, first.long())[0], first)
+    second = torch.full((3, 1), 9.0, requires_grad=True)
+    feats, labels = bank.extend(second, second.detach().long())
+    assert feats.shape == (6, 1) and labels.shape == (6, 1) and len(bank) == 5
+    feats.sum().backward()
+    assert torch.equal(second.grad, torch.ones(3, 1))  # gradients reach the current rows; bank rows are constants
+    assert not bank.rows[0].requires_grad and bank.rows[0][:, 0].tolist() == [9, 9, 9, 0, 1]  # the oldest row left
+    with pytest.raises(ValueError, match="shapes changed"):
+        bank.extend(torch.zeros(2, 2), torch.zeros(2, 1))
+    with pytest.raises(ValueError, match=">= 0"):
+        RowBank(-1)
+
+
+def test_conditional_critic_finds_what_the_mean_says_beyond_the_intended_label() -> None:
+    from deepobfuscator.data import AttributeSpec
+    from deepobfuscator.training.critic import ConditionalCritic
+
+    torch.manual_seed(0)
+    task_specs, private_specs = [AttributeSpec("Smiling")], [AttributeSpec("Male")]
+    n = 256
+    task = torch.randint(0, 2, (n, 1))
+    private = ((task[:, 0] + torch.randint(0, 3, (n,))) >= 2).long().unsqueeze(1)  # depends on the task label
+    clean = task.float().view(n, 1, 1, 1).expand(n, 1, 4, 4) + 0.1 * torch.randn(n, 1, 4, 4)  # the label alone
+    leaky = clean + private.float().view(n, 1, 1, 1) * torch.linspace(-1, 1, 16).view(1, 1, 4, 4)  # + a pattern
+    kls = {}
+    for name, mean in (("clean", clean), ("leaky", leaky)):
+        critic = ConditionalCritic("mlp", (1, 4, 4), task_specs, private_specs, width=0.25, fc_width=None)
+        for _ in range(150):
+            critic.step(mean, task, private)
+        prior = critic.prior(torch.tensor([[0], [1]]))[0][:, 1]
+        for value in (0, 1):  # the counted prior is p(Male | Smiling), add-one smoothed
+            rate = private[task[:, 0] == value].float().mean().item()
+            assert prior[value].item() == pytest.approx(rate, abs=0.02)
+        grad_mean = mean.clone().requires_grad_(True)
+        loss, kls[name] = critic.obfuscator_loss(grad_mean, task)
+        loss.backward()
+        assert grad_mean.grad is not None and torch.isfinite(grad_mean.grad).all()
+    assert kls["leaky"] > 1.0 and kls["clean"] < 0.15  # nats beyond the prior: only the leaky mean gives many

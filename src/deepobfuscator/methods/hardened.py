@@ -40,12 +40,13 @@ import torch.nn.functional as F
 
 from ..config import ConfigError, RunConfig
 from ..data import Batch
-from ..dependence import MEASURES, conditional_dependence, within_class_dependence, within_class_spread
+from ..dependence import MEASURES, RowBank, conditional_dependence, within_class_dependence, within_class_spread
 from ..losses import attribute_loss, reconstruction_losses
 from ..models import build_classifier
 from ..models.bottleneck import AUTO_CHANNELS, bottleneck_of
 from ..models.vgg import Obfuscator
 from ..training.adversaries import OBJECTIVES, TARGETS, AdversaryEnsemble, build_adversary
+from ..training.critic import ConditionalCritic
 from ..training.audit import AuditSettings, audit_leakage, select_epoch
 from ..training.checkpoint import load_modules, save_modules
 from ..runs import RunDir
@@ -68,6 +69,8 @@ class HardenedParams(MethodParams):
                       tune=search(0.25, 4.0, log=True))
     dependence: Literal[tuple(MEASURES)] = param(  # type: ignore[valid-type]
         "dcor", "dependence measure of the penalties")
+    dependence_bank: int = param(0, "rows of earlier batches (detached) that the private-label term's estimate uses "
+                                 "beside the batch (0: the batch alone)", ge=0)
     mu_image: float = param(1.0, "within-class dependence penalty weight against the (downsampled) image itself",
                             ge=0, tune=search(0.25, 4.0, log=True))
     image_pool: int = param(4, "the image term's average-pooling factor (64x64 -> 16x16)", ge=1)
@@ -77,6 +80,12 @@ class HardenedParams(MethodParams):
                              "class means)", ge=0, tune=search(0.25, 4.0, log=True))
     spread_ramp_epochs: int = param(3, "the spread term's ramp, as above", ge=0)
     mu_ramp_epochs: int = param(0, "the private-label term's ramp, as above", ge=0)
+    mu_critic: float = param(0.0, "weight of the conditional critic of the noise-free mean (an attacker that also "
+                             "reads the intended labels; O pulls its prediction to p(private | intended))", ge=0,
+                             tune=search(0.25, 4.0, log=True))
+    critic: str = param("resnet", "the critic's architecture (vgg, resnet, mlp, linear)")
+    critic_restart_every: int = param(300, "critic updates between re-initialisations (0: never)", ge=0)
+    critic_ramp_epochs: int = param(3, "the critic term's ramp, as above (the critic trains from the start)", ge=0)
     sigma_ramp_epochs: int = param(3, "stage-1 training noise grows from 0 to sigma over the first N bottleneck "
                                    "epochs", ge=0)
     beta: float = param(0.0, "VIB KL weight (meaningful with model.bottleneck_learn_sigma)", ge=0)
@@ -155,9 +164,14 @@ class HardenedTrainer(Trainer):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.params = params(self.cfg)
+        self.bank = RowBank(self.params["dependence_bank"])
         self.bottleneck = bottleneck_of(self.modules.obfuscator)
         m = self.cfg.model
         shape = feature_shape(self.cfg)
+        self.critic = (ConditionalCritic(self.params["critic"], shape, self.task_specs, self.private_specs, m.width,
+                                         m.fc_width, self.cfg.train.lr_attacker, self.params["critic_restart_every"],
+                                         self.device)
+                       if self.params["mu_critic"] > 0 and self.has_private else None)
         n_priv = max(1, sum(s.num_outputs for s in self.private_specs))
         members = [build_adversary(name, shape, n_priv, m.width, m.fc_width, m.batch_norm).to(self.device)
                    for name in self.params["adversaries"]]
@@ -213,13 +227,20 @@ class HardenedTrainer(Trainer):
         return self.bottleneck.add_noise(mean), mean
 
     def regularisers(self, batch: Batch, mean: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """mu * dep(mean, private | task) + mu_image * dep(mean, image | task) + mu_spread * within-class share of
-        the mean's variance + beta * VIB KL."""
+        """mu * dep(mean, private | task) + mu_critic * CE(prior(private | task), critic(mean, task)) + mu_image *
+        dep(mean, image | task) + mu_spread * within-class share of the mean's variance + beta * VIB KL."""
         loss, out = mean.new_zeros(()), {}
         weight = self.params["mu"] * self.ramp("mu_ramp_epochs")
         if weight > 0 and self.has_private:
-            dep = within_class_dependence(mean, batch.private, batch.task, self.params["dependence"])
+            feats, private, task = self.bank.extend(mean.reshape(len(mean), -1), batch.private, batch.task)
+            dep = within_class_dependence(feats, private, task, self.params["dependence"])
             loss, out["dep"] = loss + weight * dep, dep.item()
+        if self.critic is not None:  # trained at every step; its term on O ramps in
+            out["L_critic"] = self.critic.step(mean, batch.task, batch.private)
+            weight = self.params["mu_critic"] * self.ramp("critic_ramp_epochs")
+            if weight > 0:
+                term, out["critic_kl"] = self.critic.obfuscator_loss(mean, batch.task)
+                loss = loss + weight * term
         weight = self.params["mu_image"] * self.ramp("image_ramp_epochs")
         if weight > 0:
             pool = self.params["image_pool"]
