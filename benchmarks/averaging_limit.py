@@ -1,0 +1,87 @@
+"""Which mechanism moves the averaging limit (issue 21): `hardened` variants at celeba-cpu, screened at m = 1 and inf.
+
+An attacker who averages unlimited queries of one image reads the noise-free mean (m = inf). Each configuration is
+trained with `deepobf train --preset celeba-cpu` (Smiling intended, Male private, the shared CelebA; the default
+method `hardened` plus the overrides below) and screened by `benchmarks/screen_hardened.py` (fresh ResNet and MLP
+attackers on the run's test split, early stopped on its validation split, at m = 1 and m = inf; C's accuracy; the
+share of the test means' variance left within the Smiling classes). The screen is not the judge: configurations
+that move the limit are then judged by `deepobf attack`. Finished runs and screens are reused.
+
+    OMP_NUM_THREADS=1 python benchmarks/averaging_limit.py --out runs/averaging --data ../shared/data/celeba
+    python benchmarks/averaging_limit.py --out runs/averaging --table-only > benchmarks/results/averaging_limit_celeba_cpu.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CONFIGS: dict[str, list[str]] = {
+    "default": [],
+    "spread10": ["method.mu_spread=10"],  # ten times the within-class spread term
+    "spread10-mu3": ["method.mu_spread=10", "method.mu=3"],  # and three times the private-label term
+    "bank1024": ["method.dependence_bank=1024"],  # the private-label term estimated on 1024 earlier rows too
+    "critic1": ["method.mu_critic=1"],  # the conditional critic of the noise-free mean
+    "critic3": ["method.mu_critic=3"],  # three times stronger
+}
+SCREEN = Path(__file__).with_name("screen_hardened.py")
+
+
+def train(name: str, out: Path, data: str) -> None:
+    if (out / "train_summary.json").is_file():
+        return
+    cmd = [sys.executable, "-m", "deepobfuscator.cli", "train", "--preset", "celeba-cpu", "--data", data,
+           "--task", "Smiling", "--private", "Male", "--out", str(out), "--no-progress"]
+    cmd += [x for o in CONFIGS[name] for x in ("--set", o)]
+    if (out / "config.yaml").is_file():
+        cmd.append("--resume")
+    subprocess.run(cmd, check=True)
+
+
+def screen(out: Path) -> dict:
+    path = out / "screen.json"
+    if not path.is_file():
+        text = subprocess.run([sys.executable, str(SCREEN), str(out), "--m", "1,inf", "--attackers", "resnet,mlp"],
+                              check=True, capture_output=True, text=True).stdout
+        path.write_text(text.strip().splitlines()[-1])
+    return json.loads(path.read_text())
+
+
+def table(root: Path) -> list[str]:
+    lines = ["# The averaging limit at celeba-cpu (`benchmarks/averaging_limit.py`)", "",
+             "Screened (fresh ResNet and MLP on the test split; not the judge). Male balanced accuracy of the best "
+             "attacker for single queries (m = 1) and for the noise-free mean (m = inf); within share: the test "
+             "means' variance left within the Smiling classes.", "",
+             "| config | overrides | Smiling (C, test) | within share | Male m = 1 | Male m = inf |",
+             "|---|---|---|---|---|---|"]
+    for name, overrides in CONFIGS.items():
+        path = root / name / "screen.json"
+        if not path.is_file():
+            continue
+        s = json.loads(path.read_text())
+        lines.append(f"| {name} | {' '.join(overrides) or '(defaults)'} | {s['utility_test']:.3f} | "
+                     f"{s['within_share_test']:.3f} | {s['m1']['best']:.3f} | {s['minf']['best']:.3f} |")
+    return lines
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--data", help="CelebA root (to train missing runs)")
+    p.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    p.add_argument("--table-only", action="store_true")
+    args = p.parse_args()
+    if not args.table_only:
+        for name in args.only:
+            if not (args.out / name / "train_summary.json").is_file() and not args.data:
+                p.error(f"{args.out / name} is not trained; pass --data")
+            train(name, args.out / name, args.data)
+            screen(args.out / name)
+    print("\n".join(table(args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
