@@ -66,6 +66,34 @@ def table(root: Path) -> list[str]:
     return lines
 
 
+JUDGES = ("judge-warm/attack.json", "judge-attr/attack.json")  # where a run's judged attribute attack was written
+
+
+def judged(root: Path) -> list[str]:
+    """The judge's best fresh Male attacker at m = 1, 8 and inf (with its 95% interval) for every judged run."""
+    lines = ["", "## Judged (`deepobf attack`, attribute attackers vgg, resnet, mlp, linear, the oracle and known-noise "
+             "floors; warm-started at m = 8 and inf)", "",
+             "| config | Smiling (C) | label / oracle floor | Male m = 1 | Male m = 8 | Male m = inf |", "|---|---|---|---|---|---|"]
+    rows = 0
+    for name in CONFIGS:
+        path = next((root / name / j for j in JUDGES if (root / name / j).is_file()), None)
+        if path is None:
+            continue
+        a = json.loads(path.read_text())
+
+        def cell(entry: dict) -> str:
+            ci = entry.get("balanced_accuracy_ci95") or [None, None]
+            return (f"{entry['balanced_accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] ({entry['best_attacker']})"
+                    if ci[0] is not None else f"{entry['balanced_accuracy']:.3f} ({entry['best_attacker']})")
+        male = a["privacy"]["Male"]
+        rep = a.get("repeated") or {}
+        floors = f"{male['label_floor']['balanced_accuracy']:.3f} / {male['oracle_floor']['balanced_accuracy']:.3f}"
+        lines.append(f"| {name} | {a['utility']['Smiling']['accuracy']:.3f} | {floors} | {cell(male)} | "
+                     + " | ".join(cell(rep[m]["privacy"]["Male"]) if m in rep else "" for m in ("8", "inf")) + " |")
+        rows += 1
+    return lines if rows else []
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
@@ -79,7 +107,7 @@ def main() -> int:
                 p.error(f"{args.out / name} is not trained; pass --data")
             train(name, args.out / name, args.data)
             screen(args.out / name)
-    print("\n".join(table(args.out)))
+    print("\n".join(table(args.out) + judged(args.out)))
     return 0
 
 
