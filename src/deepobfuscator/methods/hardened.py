@@ -81,8 +81,7 @@ class HardenedParams(MethodParams):
     spread_ramp_epochs: int = param(3, "the spread term's ramp, as above", ge=0)
     mu_ramp_epochs: int = param(0, "the private-label term's ramp, as above", ge=0)
     mu_critic: float = param(0.0, "weight of the conditional critic of the noise-free mean (an attacker that also "
-                             "reads the intended labels; O pulls its prediction to p(private | intended))", ge=0,
-                             tune=search(0.25, 4.0, log=True))
+                             "reads the intended labels; O pulls its prediction to p(private | intended))", ge=0)
     critic: str = param("resnet", "the critic's architecture (vgg, resnet, mlp, linear)")
     critic_restart_every: int = param(300, "critic updates between re-initialisations (0: never)", ge=0)
     critic_ramp_epochs: int = param(3, "the critic term's ramp, as above (the critic trains from the start)", ge=0)
