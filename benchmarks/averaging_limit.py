@@ -25,6 +25,8 @@ CONFIGS: dict[str, list[str]] = {
     "bank1024": ["method.dependence_bank=1024"],  # the private-label term estimated on 1024 earlier rows too
     "critic1": ["method.mu_critic=1"],  # the conditional critic of the noise-free mean
     "critic3": ["method.mu_critic=3"],  # three times stronger
+    # a critic that is never restarted and takes three updates per obfuscator step (closer to converged)
+    "critic1-steady": ["method.mu_critic=1", "method.critic_restart_every=0", "method.critic_steps=3"],
 }
 SCREEN = Path(__file__).with_name("screen_hardened.py")
 
@@ -71,9 +73,9 @@ JUDGES = ("judge-warm/attack.json", "judge-attr/attack.json")  # where a run's j
 
 def judged(root: Path) -> list[str]:
     """The judge's best fresh Male attacker at m = 1, 8 and inf (with its 95% interval) for every judged run."""
-    lines = ["", "## Judged (`deepobf attack`, attribute attackers vgg, resnet, mlp, linear, the oracle and known-noise "
-             "floors; warm-started at m = 8 and inf)", "",
-             "| config | Smiling (C) | label / oracle floor | Male m = 1 | Male m = 8 | Male m = inf |", "|---|---|---|---|---|---|"]
+    lines = ["", "## Judged (`deepobf attack` with the attackers named; learned ones warm-started at m = 8 and inf)", "",
+             "| config | attackers | Smiling (C) | label / oracle floor | Male m = 1 | Male m = 8 | Male m = inf |",
+             "|---|---|---|---|---|---|---|"]
     rows = 0
     for name in CONFIGS:
         path = next((root / name / j for j in JUDGES if (root / name / j).is_file()), None)
@@ -88,7 +90,8 @@ def judged(root: Path) -> list[str]:
         male = a["privacy"]["Male"]
         rep = a.get("repeated") or {}
         floors = f"{male['label_floor']['balanced_accuracy']:.3f} / {male['oracle_floor']['balanced_accuracy']:.3f}"
-        lines.append(f"| {name} | {a['utility']['Smiling']['accuracy']:.3f} | {floors} | {cell(male)} | "
+        attackers = ", ".join(a["settings"].get("attackers") or ["all"])
+        lines.append(f"| {name} | {attackers} | {a['utility']['Smiling']['accuracy']:.3f} | {floors} | {cell(male)} | "
                      + " | ".join(cell(rep[m]["privacy"]["Male"]) if m in rep else "" for m in ("8", "inf")) + " |")
         rows += 1
     return lines if rows else []

@@ -84,6 +84,7 @@ class HardenedParams(MethodParams):
                              "reads the intended labels; O pulls its prediction to p(private | intended))", ge=0)
     critic: str = param("resnet", "the critic's architecture (vgg, resnet, mlp, linear)")
     critic_restart_every: int = param(300, "critic updates between re-initialisations (0: never)", ge=0)
+    critic_steps: int = param(1, "critic updates per obfuscator step (on the batch's detached mean)", ge=1)
     critic_ramp_epochs: int = param(3, "the critic term's ramp, as above (the critic trains from the start)", ge=0)
     sigma_ramp_epochs: int = param(3, "stage-1 training noise grows from 0 to sigma over the first N bottleneck "
                                    "epochs", ge=0)
@@ -235,7 +236,8 @@ class HardenedTrainer(Trainer):
             dep = within_class_dependence(feats, private, task, self.params["dependence"])
             loss, out["dep"] = loss + weight * dep, dep.item()
         if self.critic is not None:  # trained at every step; its term on O ramps in
-            out["L_critic"] = self.critic.step(mean, batch.task, batch.private)
+            for i in range(self.params["critic_steps"]):
+                out["L_critic"] = self.critic.step(mean, batch.task, batch.private, count=i == 0)
             weight = self.params["mu_critic"] * self.ramp("critic_ramp_epochs")
             if weight > 0:
                 term, out["critic_kl"] = self.critic.obfuscator_loss(mean, batch.task)

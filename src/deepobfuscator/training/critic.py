@@ -61,12 +61,14 @@ class ConditionalCritic:
         """The mean with the intended labels' planes appended."""
         return torch.cat([mean, class_planes(task, self.task_specs, self.hw).to(mean.dtype)], 1)
 
-    def step(self, mean: torch.Tensor, task: torch.Tensor, private: torch.Tensor) -> float:
-        """Count the batch into the prior and update the critic once on the detached mean; returns its loss."""
-        groups = self.group(task)
-        cols = private.long().reshape(len(private), -1)
-        for i, counts in enumerate(self.counts):
-            counts.index_put_((groups, cols[:, i]), torch.ones(len(groups), device=counts.device), accumulate=True)
+    def step(self, mean: torch.Tensor, task: torch.Tensor, private: torch.Tensor, count: bool = True) -> float:
+        """Count the batch into the prior (unless ``count`` is False: a further update on the same batch) and update
+        the critic once on the detached mean; returns its loss."""
+        if count:
+            groups = self.group(task)
+            cols = private.long().reshape(len(private), -1)
+            for i, counts in enumerate(self.counts):
+                counts.index_put_((groups, cols[:, i]), torch.ones(len(groups), device=counts.device), accumulate=True)
         self.model.train()
         self.model.requires_grad_(True)
         loss = attribute_loss(self.model(self.inputs(mean.detach(), task)), private, self.private_specs)
