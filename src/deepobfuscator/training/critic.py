@@ -99,5 +99,5 @@ class ConditionalCritic:
             total = total - (p * log_q).sum(1).mean()
             entropy += float(-(p * p.clamp(min=1e-12).log()).sum(1).mean())
         n = max(1, len(self.private_specs))
-        return total / n, (float(total) - entropy) / n
+        return total / n, (float(total.detach()) - entropy) / n
 
