@@ -30,7 +30,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from deepobfuscator.attacks.schedule import load_json
 
 RUNS = {"hardened": ["train", "--preset", "celeba-cpu"],
         "encoder": ["baseline", "encoder", "--preset", "celeba-cpu", "--set", "train.epochs_pretrain=11"]}
@@ -80,13 +82,19 @@ def local_work(run: Path, attack: dict[str, Any]) -> Path:
     return run / "attack" / Path(attack["work_dir"]).name
 
 
-def attacker_values(record: dict[str, Any]) -> list[tuple[str, float | None, Any, float | None]]:
-    """(what, value, interval, seconds per epoch) of one job: per attribute for attribute attackers."""
+def _epochs(training: dict[str, Any] | None) -> int | None:
+    return (training or {}).get("epochs")
+
+
+def attacker_values(record: dict[str, Any], of_fit: Callable[[dict[str, Any] | None], Any] = _per_epoch
+                    ) -> list[tuple[str, float | None, Any, Any]]:
+    """(what, value, interval, ``of_fit`` of its training record: seconds per epoch by default) of one job: per
+    attribute for attribute attackers."""
     if record["kind"] == "attribute":
         return [(attr, r.get("balanced_accuracy"), r.get("balanced_accuracy_ci95"),
-                 _per_epoch((record.get("training") or {}).get(attr)))
+                 of_fit((record.get("training") or {}).get(attr)))
                 for attr, r in record["results"].items()]
-    return [("MS-SSIM", record.get("ms_ssim"), record.get("ms_ssim_ci95"), _per_epoch(record.get("training")))]
+    return [("MS-SSIM", record.get("ms_ssim"), record.get("ms_ssim_ci95"), of_fit(record.get("training")))]
 
 
 def agreement_table(run: Path) -> list[str]:
@@ -140,20 +148,12 @@ def keep_cold_records(run: Path) -> int:
     count = 0
     for work in (run / "attack").glob("*/"):
         for path in work.glob("*@m*.s*.json"):
-            record = json.loads(path.read_text())
+            text = path.read_text()
+            record = json.loads(text)
             if record.get("training") and "warm_from" not in record.get("settings", {}):
-                (target / path.name).write_text(path.read_text())
+                (target / path.name).write_text(text)
                 count += 1
     return count
-
-
-def _result_cells(record: dict[str, Any]) -> list[tuple[str, float | None, Any, int | None]]:
-    """(what, value, 95% interval, epochs) per headline number of a learned job."""
-    training = record.get("training") or {}
-    if record["kind"] == "attribute":
-        return [(attr, r.get("balanced_accuracy"), r.get("balanced_accuracy_ci95"), (training.get(attr) or {}).get("epochs"))
-                for attr, r in record["results"].items()]
-    return [("MS-SSIM", record.get("ms_ssim"), record.get("ms_ssim_ci95"), training.get("epochs"))]
 
 
 def warm_table(run: Path) -> list[str]:
@@ -169,12 +169,12 @@ def warm_table(run: Path) -> list[str]:
         cold = json.loads(path.read_text())
         warm = None
         for work in (run / "attack").glob("*/"):
-            candidate = load_record(work / path.name)
+            candidate = load_json(work / path.name)
             if candidate and candidate.get("settings", {}).get("warm_from"):
                 warm = candidate
         if warm is None:
             continue
-        for (what, vc, cc, ec), (_, vw, cw, ew) in zip(_result_cells(cold), _result_cells(warm)):
+        for (what, vc, cc, ec), (_, vw, cw, ew) in zip(attacker_values(cold, _epochs), attacker_values(warm, _epochs)):
             ok = None if vw is None or not cc or cc[0] is None else cc[0] <= vw <= cc[1]
             inside, total = inside + int(bool(ok)), total + int(ok is not None)
             cold_epochs, warm_epochs = cold_epochs + (ec or 0), warm_epochs + (ew or 0)
@@ -187,13 +187,6 @@ def warm_table(run: Path) -> list[str]:
                       f"{warm_epochs} against {cold_epochs} ({1 - warm_epochs / max(cold_epochs, 1):.0%} fewer). Seconds "
                       "are each job's own and depend on what else shared the CPU; epochs are the like-for-like cost."]
     return lines
-
-
-def load_record(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def full_table(run: Path, train_s: float) -> list[str]:

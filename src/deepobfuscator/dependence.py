@@ -22,7 +22,7 @@ Everything is differentiable with respect to the features.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -109,10 +109,12 @@ def hsic(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 MEASURES: dict[str, Measure] = {"dcor": unbiased_dcor2, "hsic": hsic}
 
 
-def label_matrix(labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
-    """Integer labels ``[N]`` (or ``[N, A]``, one column per attribute) as a float one-hot matrix ``[N, sum K]``."""
+def label_matrix(labels: torch.Tensor, num_classes: int | Sequence[int] | None = None) -> torch.Tensor:
+    """Integer labels ``[N]`` (or ``[N, A]``, one column per attribute) as a float one-hot matrix ``[N, sum K]``;
+    K per column from ``num_classes`` (one count for every column, or one per column), else from the batch."""
     cols = labels.long().reshape(len(labels), -1)
-    parts = [F.one_hot(c, int(num_classes or int(c.max().item()) + 1)) for c in cols.T]
+    counts = (list(num_classes) if isinstance(num_classes, Sequence) else [num_classes] * cols.shape[1])
+    parts = [F.one_hot(c, int(k or int(c.max().item()) + 1)) for c, k in zip(cols.T, counts, strict=True)]
     return torch.cat(parts, dim=1).float() if parts else torch.zeros(len(labels), 0)
 
 

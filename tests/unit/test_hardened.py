@@ -529,3 +529,11 @@ def test_conditional_critic_finds_what_the_mean_says_beyond_the_intended_label()
         loss.backward()
         assert grad_mean.grad is not None and torch.isfinite(grad_mean.grad).all()
     assert kls["leaky"] > 1.0 and kls["clean"] < 0.15  # nats beyond the prior: only the leaky mean gives many
+
+
+def test_label_matrix_takes_a_class_count_per_column() -> None:
+    labels = torch.tensor([[0, 2], [1, 0]])
+    assert label_matrix(labels, [2, 4]).tolist() == [[1, 0, 0, 0, 1, 0], [0, 1, 1, 0, 0, 0]]
+    assert label_matrix(labels).shape == (2, 5)  # counts from the batch: 2 and 3
+    with pytest.raises(ValueError):
+        label_matrix(labels, [2])

@@ -18,15 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from ..data.index import AttributeSpec
+from ..dependence import label_matrix
 from ..losses import attribute_loss, split_logits
 from .adversaries import build_adversary, reinitialise
 
 
 def class_planes(task: torch.Tensor, specs: list[AttributeSpec], hw: tuple[int, int]) -> torch.Tensor:
     """Intended labels ``[N, T]`` as one-hot constant planes ``[N, sum K, h, w]`` (K = classes per attribute)."""
-    cols = task.long().reshape(len(task), -1)
-    onehot = torch.cat([F.one_hot(cols[:, i], s.num_classes) for i, s in enumerate(specs)], 1).float()
-    return onehot[:, :, None, None].expand(-1, -1, *hw)
+    return label_matrix(task, [s.num_classes for s in specs])[:, :, None, None].expand(-1, -1, *hw)
 
 
 class ConditionalCritic:
