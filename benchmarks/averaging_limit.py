@@ -27,6 +27,9 @@ CONFIGS: dict[str, list[str]] = {
     "critic3": ["method.mu_critic=3"],  # three times stronger
     # a critic that is never restarted and takes three updates per obfuscator step (closer to converged)
     "critic1-steady": ["method.mu_critic=1", "method.critic_restart_every=0", "method.critic_steps=3"],
+    # capacity removed instead of penalised: the sent mean is one value per intended channel (a code head with 16
+    # local channels), repeated over the 8x8 map; the noise is still drawn per position
+    "code16": ["model.bottleneck_code=16"],
 }
 SCREEN = Path(__file__).with_name("screen_hardened.py")
 

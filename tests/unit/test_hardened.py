@@ -89,6 +89,41 @@ def test_bottleneck_rejects_bad_settings() -> None:
         NoisyBottleneck(4, 1, sigma=0.0, learn_sigma=True)
 
 
+def test_bottleneck_code_sends_k_values_repeated_over_the_map_with_noise_per_position() -> None:
+    from types import SimpleNamespace
+
+    from deepobfuscator.attacks.features import check_factorisation
+    torch.manual_seed(0)
+    obf = BottleneckObfuscator(Obfuscator(0.0625), NoisyBottleneck(8, 2, pool=2, sigma=1.0, code=4,
+                                                                    sent_hw=(4, 4))).train()
+    images = torch.rand(16, 3, 32, 32)
+    mean = obf.mean(images)
+    assert mean.shape == (16, 2, 4, 4)
+    assert torch.equal(mean, mean[:, :, :1, :1].expand_as(mean)), "the code is the same at every position"
+    assert mean[:, :, 0, 0].std(0).tolist() == pytest.approx([1.0, 1.0], rel=0.05)  # BatchNorm fixes its scale
+    obf.eval()
+    noise = obf(images) - obf.mean(images)
+    assert not torch.equal(noise[:, :, 0, 0], noise[:, :, 1, 1]), "the noise is drawn per position"
+    mean[:, 0].sum().backward()  # the whole head trains
+    assert all(p.grad is not None for p in obf.bottleneck.parameters())
+    # the declared factorisation (the code's map + the per-position Gaussian) passes the attack suite's check
+    with torch.no_grad():
+        assert check_factorisation(SimpleNamespace(send=obf), obf.noise_split(), images)["passed"]
+
+
+def test_bottleneck_code_needs_the_sent_size_and_leaves_the_plain_bottleneck_unchanged() -> None:
+    with pytest.raises(ValueError, match="sent map"):
+        NoisyBottleneck(8, 1, code=4)
+    with pytest.raises(ValueError, match="code >= 1"):
+        NoisyBottleneck(8, 1, code=-1, sent_hw=(4, 4))
+    assert set(NoisyBottleneck(8, 1).state_dict()) == {"conv.weight", "conv.bias", "log_sigma", "norm.running_mean",
+                                                      "norm.running_var", "norm.num_batches_tracked"}
+    cfg = preset("tiny")
+    cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma = 1, 1, 1.0
+    cfg.model.bottleneck_code = 4
+    assert feature_shape(cfg) == (1, 8, 8)
+
+
 def test_run_modules_are_built_on_the_sent_shape() -> None:
     cfg = preset("tiny")
     cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma = 2, 1, 1.0

@@ -6,6 +6,12 @@ obfuscator cannot shrink the noise by inflating the signal; ``tanh``: a bounded 
 then Gaussian noise of std ``sigma`` (fixed, or learned per channel when ``learn_sigma``; the variational
 information-bottleneck KL term of :meth:`NoisyBottleneck.kl` then keeps it from collapsing).
 
+With ``code`` > 0 the sent mean has no spatial capacity left: a small head (1x1 conv to ``code`` channels,
+BatchNorm, ReLU, the pooling, then an MLP over the pooled map) computes ``k`` values per image, normalised, and
+repeats them over every position of the sent map (so C, the attackers and the exports keep their shapes); the noise
+is still drawn per position. What an attacker averaging unlimited queries can read is then ``k`` numbers, the
+capacity one binary intended label needs per channel, instead of ``k * h * w``.
+
 The noise is part of the deployed pipeline: it is drawn afresh on *every* call, in training and in eval
 mode alike, so C trains on noisy features and every attacker sees noisy features. ``noise_enabled`` (or
 the :func:`deterministic` context) switches it off only to check an exported graph's deterministic part.
@@ -23,23 +29,39 @@ from .factorised import Factorisation, GaussianTail
 from .vgg import Obfuscator
 
 NORMS = ("batchnorm", "tanh", "none")
+CODE_HIDDEN = 128  # hidden units of the code head's MLP
 
 
 class NoisyBottleneck(nn.Module):
-    """1x1 conv to ``channels`` -> avg-pool by ``pool`` -> scale-fixing norm -> + N(0, sigma^2) per call."""
+    """1x1 conv to ``channels`` -> avg-pool by ``pool`` -> scale-fixing norm -> + N(0, sigma^2) per call.
+
+    ``code`` > 0: 1x1 conv to ``code`` channels -> BatchNorm -> ReLU -> avg-pool -> MLP to ``channels`` values ->
+    scale-fixing norm -> repeated over the ``sent_hw`` map -> + N(0, sigma^2) per position and call.
+    """
 
     def __init__(self, in_channels: int, channels: int, pool: int = 1, norm: str = "batchnorm",
-                 sigma: float = 1.0, learn_sigma: bool = False) -> None:
+                 sigma: float = 1.0, learn_sigma: bool = False, code: int = 0,
+                 sent_hw: tuple[int, int] | None = None) -> None:
         super().__init__()
         if channels < 1 or pool < 1:
             raise ValueError(f"bottleneck channels and pool must be >= 1, got {channels} and {pool}")
+        if code < 0 or (code and (sent_hw is None or min(sent_hw) < 1)):
+            raise ValueError(f"a bottleneck code needs code >= 1 and the sent map's size, got code {code} and "
+                             f"sent_hw {sent_hw}")
         if norm not in NORMS:
             raise ValueError(f"bottleneck norm must be one of {NORMS}, got {norm!r}")
         if sigma < 0 or (learn_sigma and sigma <= 0):
             raise ValueError(f"bottleneck sigma must be >= 0 (> 0 when learned), got {sigma}")
-        self.channels, self.pool, self.norm_kind = int(channels), int(pool), norm
-        self.conv = nn.Conv2d(in_channels, self.channels, 1)
+        self.channels, self.pool, self.norm_kind, self.code = int(channels), int(pool), norm, int(code)
         self.pooling = nn.AvgPool2d(self.pool) if self.pool > 1 else nn.Identity()
+        if self.code:
+            h, w = sent_hw
+            self.conv = nn.Sequential(nn.Conv2d(in_channels, self.code, 1), nn.BatchNorm2d(self.code), nn.ReLU())
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(self.code * h * w, CODE_HIDDEN), nn.ReLU(),
+                                      nn.Linear(CODE_HIDDEN, self.channels), nn.Unflatten(1, (self.channels, 1, 1)))
+        else:
+            self.conv = nn.Conv2d(in_channels, self.channels, 1)
+            self.head = nn.Identity()
         self.norm = {"batchnorm": lambda: nn.BatchNorm2d(self.channels, affine=False),
                      "tanh": nn.Tanh, "none": nn.Identity}[norm]()
         log_sigma = torch.full((self.channels,), math.log(sigma) if sigma > 0 else -math.inf)
@@ -58,8 +80,12 @@ class NoisyBottleneck(nn.Module):
         return self.log_sigma.exp()
 
     def mean(self, feats: torch.Tensor) -> torch.Tensor:
-        """The deterministic part: conv, pool, norm (the mean of what is sent)."""
-        return self.norm(self.pooling(self.conv(feats)))
+        """The deterministic part: conv, pool, norm (the mean of what is sent); with a code, the code's ``k`` values
+        repeated over the pooled map."""
+        pooled = self.pooling(self.conv(feats))
+        if not self.code:
+            return self.norm(pooled)
+        return self.norm(self.head(pooled)).expand(-1, -1, pooled.shape[2], pooled.shape[3]).contiguous()
 
     def add_noise(self, mean: torch.Tensor) -> torch.Tensor:
         """``mean`` plus a fresh Gaussian draw with the per-channel std (nothing when noise is off)."""
@@ -140,9 +166,20 @@ def auto_channels(class_counts: list[int]) -> int:
 
 
 def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool: int = 1, norm: str = "batchnorm",
-                         sigma: float = 0.0, learn_sigma: bool = False) -> nn.Module:
-    """O, wrapped in a noisy bottleneck when ``channels`` > 0."""
+                         sigma: float = 0.0, learn_sigma: bool = False, code: int = 0,
+                         image_size: tuple[int, int] | None = None) -> nn.Module:
+    """O, wrapped in a noisy bottleneck when ``channels`` > 0 (a code head needs the input ``image_size``)."""
     front = Obfuscator(width, batch_norm)
     if not channels:
+        if code:
+            raise ValueError("model.bottleneck_code needs a bottleneck (model.bottleneck_channels; the hardened method "
+                             "has one by default)")
         return front
-    return BottleneckObfuscator(front, NoisyBottleneck(front.out_channels, channels, pool, norm, sigma, learn_sigma))
+    sent_hw = None
+    if code:
+        if image_size is None:
+            raise ValueError("a bottleneck code needs the input image size")
+        h, w = front.feature_hw(tuple(image_size))
+        sent_hw = (h // pool, w // pool)
+    return BottleneckObfuscator(front, NoisyBottleneck(front.out_channels, channels, pool, norm, sigma, learn_sigma,
+                                                       code, sent_hw))
