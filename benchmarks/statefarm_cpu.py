@@ -50,6 +50,10 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "hardened-k4-spread": ("hardened (k=4, dCor + spread)", "hardened",
                            HARDENED_SF + ["model.bottleneck_channels=4", "baseline.mu_spread=1",
                                           "baseline.spread_ramp_epochs=3"]),
+    # issue 21: the defaults `deepobf train --preset statefarm-cpu` gives (no per-dataset overrides), and the same with
+    # the capacity removed: the sent mean is ceil(log2 10) = 4 values per image (model.bottleneck_code)
+    "default": ("hardened (defaults)", "hardened", []),
+    "default-code": ("hardened (defaults, bottleneck_code 16)", "hardened", ["model.bottleneck_code=16"]),
 }
 ATTACKERS = ["vgg", "resnet", "linear", "mlp", "mirror"]
 

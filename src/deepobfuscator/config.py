@@ -71,7 +71,8 @@ class ModelConfig:
     bottleneck_learn_sigma: bool = False  # learn sigma per channel (VIB KL weight: baseline.beta)
     # > 0: the sent mean is a code of bottleneck_channels values per image (a head with this many local channels and
     # an MLP), repeated over the sent map: no spatial capacity left for what the intended labels do not need
-    bottleneck_code: int = 0
+    # (None: the method's default, else 0; hardened: 16)
+    bottleneck_code: int | None = None
 
 
 @dataclass
@@ -221,7 +222,8 @@ def _preset_celeba_cpu_hardened() -> RunConfig:
     4 Encoder-style warm epochs of O's front, 7 epochs of the 1-channel 8x8 bottleneck with noise std 1, the
     within-class dCor penalty on Male, the within-class image term and the within-class spread term (the last two
     ramped in over 3 epochs, as is the training noise: a cold bottleneck under the full noise sometimes never finds
-    Smiling), 1 epoch of the run's diagnostic attackers, no adversarial stage."""
+    Smiling), 1 epoch of the run's diagnostic attackers, no adversarial stage; the method's code head (one value per
+    intended binary attribute repeated over the sent map, issue 21) unless model.bottleneck_code says otherwise."""
     cfg = _preset_celeba_cpu()
     cfg.name = "celeba-cpu-hardened"
     cfg.method = "hardened"

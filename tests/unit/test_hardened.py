@@ -23,7 +23,7 @@ from deepobfuscator.models import Obfuscator
 from deepobfuscator.models.bottleneck import BottleneckObfuscator, NoisyBottleneck, deterministic
 from deepobfuscator.training.adversaries import AdversaryEnsemble, build_adversary
 from deepobfuscator.training.audit import select_epoch
-from deepobfuscator.training.modules import build_modules, feature_shape
+from deepobfuscator.training.modules import build_modules, feature_shape, run_obfuscator
 
 MALE = AttributeSpec("Male", 2)
 
@@ -319,6 +319,11 @@ def test_configure_fills_bottleneck_and_turns_off_stage_3_without_adversaries() 
     hardened.configure(cfg)
     # the width is chosen from the intended attributes when the run is created (-1 until then)
     assert (cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma) == (-1, 2, 1.0)
+    assert cfg.model.bottleneck_code == 16  # the code head is the default; an explicit value (0: none) is kept
+    kept = preset("celeba-cpu")
+    kept.model.bottleneck_code = 0
+    hardened.configure(kept)
+    assert kept.model.bottleneck_code == 0
     assert cfg.train.epochs_adversarial == 0 and cfg.privacy.defend == "none"
     tiny = preset("tiny")  # 32 px: pooling would leave C's VGG blocks a 4x4 map
     tiny.params = {"adversaries": ["mlp"]}
@@ -441,8 +446,9 @@ def test_noise_curriculum_lowers_only_the_training_steps_noise(tmp_path, tiny_cf
         trainer.step_pretrain(batch, 0)
         assert bn.noise_scale == 1.0  # restored after every step: validation and deployment see the full noise
     assert seen == [0.0, 0.5, 1.0]
-    x = torch.randn(256, bn.conv.in_channels, 4, 4)
     bn.eval()
+    with torch.no_grad():
+        x = trainer.modules.obfuscator.eval().front(torch.rand(64, 3, *tiny_cfg.data.image_size))
     assert (bn(x) - bn.mean(x)).std().item() == pytest.approx(bn.sigma.item(), rel=0.1)
     bn.noise_scale = 0.5
     assert (bn(x) - bn.mean(x)).std().item() == pytest.approx(0.5 * bn.sigma.item(), rel=0.1)
@@ -517,6 +523,12 @@ def test_the_bottleneck_width_rule_is_deterministic_and_recorded(tiny_cfg, tmp_p
     recorded = RunDir(out).read_config()
     assert recorded.model.bottleneck_channels == 2  # two binary intended attributes
     assert recorded.meta["bottleneck_rule"]["classes"] == [2, 2] and recorded.meta["feature_shape"][0] == 2
+    assert recorded.model.bottleneck_code == 16  # recorded: the code is part of what ran
+    # a run written before the code head (no bottleneck_code in config.yaml) loads with its 8x8 map
+    raw = yaml.safe_load((out / "config.yaml").read_text())
+    del raw["model"]["bottleneck_code"]
+    (out / "config.yaml").write_text(yaml.safe_dump(raw))
+    assert run_obfuscator(RunDir(out).read_config()).bottleneck.code == 0
 
 
 def test_row_bank_appends_detached_earlier_rows_newest_first() -> None:

@@ -117,7 +117,8 @@ LEGACY_DEFAULTS: dict[str, Any] = {"mu_image": 0.0, "image_ramp_epochs": 0, "mu_
                                    "sigma_ramp_epochs": 0, "warm_epochs": 0, "aux_epochs": 2,
                                    "adversaries": ["vgg", "resnet", "mlp"]}
 MIN_SENT_HW = 8
-BOTTLENECK_DEFAULTS = {"bottleneck_channels": AUTO_CHANNELS, "bottleneck_pool": 2, "bottleneck_sigma": 1.0}
+BOTTLENECK_DEFAULTS = {"bottleneck_channels": AUTO_CHANNELS, "bottleneck_pool": 2, "bottleneck_sigma": 1.0,
+                       "bottleneck_code": 16}
 
 
 def params(cfg: RunConfig) -> dict[str, Any]:
@@ -142,6 +143,8 @@ def configure(cfg: RunConfig) -> None:
         m.bottleneck_channels = BOTTLENECK_DEFAULTS["bottleneck_channels"]
     if m.bottleneck_sigma is None:
         m.bottleneck_sigma = BOTTLENECK_DEFAULTS["bottleneck_sigma"]
+    if m.bottleneck_code is None:
+        m.bottleneck_code = BOTTLENECK_DEFAULTS["bottleneck_code"]
     if m.bottleneck_pool is None:
         h, w = Obfuscator.feature_hw(tuple(cfg.data.image_size))
         pool = BOTTLENECK_DEFAULTS["bottleneck_pool"]

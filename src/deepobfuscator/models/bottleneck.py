@@ -58,11 +58,15 @@ class NoisyBottleneck(nn.Module):
             h, w = sent_hw
             self.conv = nn.Sequential(nn.Conv2d(in_channels, self.code, 1), nn.BatchNorm2d(self.code), nn.ReLU())
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(self.code * h * w, CODE_HIDDEN), nn.ReLU(),
-                                      nn.Linear(CODE_HIDDEN, self.channels), nn.Unflatten(1, (self.channels, 1, 1)))
+                                      nn.Linear(CODE_HIDDEN, self.channels))
+            # the code is repeated over the map by a product with ones: static shapes in exported graphs (int8
+            # quantisation's shape inference rejects the dynamic Reshape/Expand a view would trace to)
+            self.register_buffer("positions", torch.ones(1, 1, h, w), persistent=False)
         else:
             self.conv = nn.Conv2d(in_channels, self.channels, 1)
             self.head = nn.Identity()
-        self.norm = {"batchnorm": lambda: nn.BatchNorm2d(self.channels, affine=False),
+        batch_norm = nn.BatchNorm1d if self.code else nn.BatchNorm2d  # the code is [N, k] before its repetition
+        self.norm = {"batchnorm": lambda: batch_norm(self.channels, affine=False),
                      "tanh": nn.Tanh, "none": nn.Identity}[norm]()
         log_sigma = torch.full((self.channels,), math.log(sigma) if sigma > 0 else -math.inf)
         if learn_sigma:
@@ -85,7 +89,7 @@ class NoisyBottleneck(nn.Module):
         pooled = self.pooling(self.conv(feats))
         if not self.code:
             return self.norm(pooled)
-        return self.norm(self.head(pooled)).expand(-1, -1, pooled.shape[2], pooled.shape[3]).contiguous()
+        return self.norm(self.head(pooled))[:, :, None, None] * self.positions
 
     def add_noise(self, mean: torch.Tensor) -> torch.Tensor:
         """``mean`` plus a fresh Gaussian draw with the per-channel std (nothing when noise is off)."""
