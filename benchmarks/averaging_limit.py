@@ -30,6 +30,7 @@ CONFIGS: dict[str, list[str]] = {
     # capacity removed instead of penalised: the sent mean is one value per intended channel (a code head with 16
     # local channels), repeated over the 8x8 map; the noise is still drawn per position
     "code16": ["model.bottleneck_code=16"],
+    "code16-seed1": ["model.bottleneck_code=16", "train.seed=1"],  # the same, another training seed
 }
 SCREEN = Path(__file__).with_name("screen_hardened.py")
 
