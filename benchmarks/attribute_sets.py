@@ -68,12 +68,9 @@ def _floor(entry: dict[str, Any]) -> float:
 VARIANTS = {"hardened": "hardened", "hardened-nocode": "hardened, no code"}  # run folder suffix -> table label
 
 
-def rows(out: Path, key: str, variant: str) -> list[str]:
-    """Table rows of one set and `hardened` variant (empty when its runs are not finished)."""
-    hardened, encoder = out / f"s{key}-{variant}", out / f"s{key}-encoder"
-    if not (hardened / JUDGE).is_file():
-        return []
-    attack = json.loads((hardened / JUDGE).read_text())
+def rows(out: Path, key: str, variant: str, attack: dict[str, Any]) -> list[str]:
+    """Table rows of one set and `hardened` variant from its judged ``attack`` (attack.json)."""
+    encoder = out / f"s{key}-encoder"
     reference = (json.loads((encoder / "train_summary.json").read_text())["test"]["C_acc"]
                  if (encoder / "train_summary.json").is_file() else {})
     task, private = SETS[key]
@@ -113,15 +110,17 @@ def table(out: Path) -> list[str]:
              "m = 8 and inf).", "",
              "| set | run | attribute | accuracy | Encoder | gap / floors | m = 1 | m = 8 | m = inf |",
              "|---|---|---|---|---|---|---|---|---|"]
-    body = [line for key in SETS for variant in VARIANTS for line in rows(out, key, variant)]
-    notes = []
+    body, notes = [], []
     for key in SETS:
         for variant in VARIANTS:
             path = out / f"s{key}-{variant}" / JUDGE
-            if path.is_file():
-                used = json.loads(path.read_text())["settings"].get("attackers")
-                if used is not None and sorted(used) != sorted(ATTACKERS.split(",")):
-                    notes.append(f"- set {key}, {VARIANTS[variant]}: judged with the attackers {', '.join(used)}.")
+            if not path.is_file():  # not judged yet
+                continue
+            attack = json.loads(path.read_text())
+            body += rows(out, key, variant, attack)
+            used = attack["settings"].get("attackers")
+            if used is not None and sorted(used) != sorted(ATTACKERS.split(",")):
+                notes.append(f"- set {key}, {VARIANTS[variant]}: judged with the attackers {', '.join(used)}.")
     return lines + body + ([""] + notes if notes else []) if body else lines + ["", "(no set judged yet)"]
 
 

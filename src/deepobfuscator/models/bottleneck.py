@@ -64,7 +64,6 @@ class NoisyBottleneck(nn.Module):
             self.register_buffer("positions", torch.ones(1, 1, h, w), persistent=False)
         else:
             self.conv = nn.Conv2d(in_channels, self.channels, 1)
-            self.head = nn.Identity()
         batch_norm = nn.BatchNorm1d if self.code else nn.BatchNorm2d  # the code is [N, k] before its repetition
         self.norm = {"batchnorm": lambda: batch_norm(self.channels, affine=False),
                      "tanh": nn.Tanh, "none": nn.Identity}[norm]()
