@@ -8,7 +8,9 @@ Heavy_Makeup}):
 
 - ``OUT/sN-hardened``: `deepobf train --preset celeba-cpu --task ... --private ...` (the default method; its bottleneck
   width comes from its rule, one channel per binary intended attribute, recorded in config.yaml);
-- ``OUT/sN-encoder``: `deepobf baseline encoder` at the same preset, trained as many epochs (11) as `hardened`;
+- ``OUT/sM-encoder``: `deepobf baseline encoder` at the same preset, trained as many epochs (11) as `hardened`, once per
+  intended set (M is the first set with N's intended attributes: the Encoder never reads the private labels, and every
+  set shares one split, so sets 4, 5 and 6 reuse the Encoders of sets 1, 2 and 3);
 - ``OUT/sN-hardened/judge-attr/attack.json``: `deepobf attack` with every attribute attacker (vgg, resnet, mlp, linear,
   the oracle floor, the known-noise attacker) at m = 1, 8 and inf (decoders left out: they cost 4-5x the training on
   this CPU and are judged on the headline set);
@@ -48,16 +50,22 @@ def deepobf(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "deepobfuscator.cli", *args, "--no-progress"], check=True)
 
 
-def run_set(out: Path, key: str, data: str) -> None:
-    """Train the set's two runs (resuming a partial one) and judge the hardened run."""
+def encoder_key(key: str) -> str:
+    """The first set with the same intended attributes as set ``key``: the one whose Encoder it is compared with."""
+    return next(k for k, (task, _) in SETS.items() if task == SETS[key][0])
+
+
+def run_set(out: Path, key: str, data: str, methods: list[str]) -> None:
+    """Train the set's runs among ``methods`` (resuming a partial one) and judge the hardened run."""
     task, private = SETS[key]
-    for method, cmd in METHODS.items():
-        run = out / f"s{key}-{method}"
+    for method in methods:
+        cmd = METHODS[method]
+        run = out / f"s{encoder_key(key) if method == 'encoder' else key}-{method}"
         if not (run / "train_summary.json").is_file():
             deepobf(*cmd, "--preset", "celeba-cpu", "--data", data, "--task", task, "--private", private,
                     "--out", str(run), *(["--resume"] if (run / "config.yaml").is_file() else []))
     run = out / f"s{key}-hardened"
-    if not (run / JUDGE).is_file():
+    if "hardened" in methods and not (run / JUDGE).is_file():
         deepobf("attack", str(run), "--attackers", ATTACKERS, "--out", str(run / JUDGE))
 
 
@@ -70,7 +78,7 @@ VARIANTS = {"hardened": "hardened", "hardened-nocode": "hardened, no code"}  # r
 
 def rows(out: Path, key: str, variant: str, attack: dict[str, Any]) -> list[str]:
     """Table rows of one set and `hardened` variant from its judged ``attack`` (attack.json)."""
-    encoder = out / f"s{key}-encoder"
+    encoder = out / f"s{encoder_key(key)}-encoder"
     reference = (json.loads((encoder / "train_summary.json").read_text())["test"]["C_acc"]
                  if (encoder / "train_summary.json").is_file() else {})
     task, private = SETS[key]
@@ -129,13 +137,15 @@ def main() -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--data", help="CelebA root in its official layout (to train missing runs)")
     p.add_argument("--only", nargs="+", choices=list(SETS), default=list(SETS))
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                   help="which runs to train (default: both; the judge runs with hardened)")
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args()
     if not args.table_only:
         if not args.data:
             p.error("--data is needed to train and judge (or pass --table-only)")
         for key in args.only:
-            run_set(args.out, key, args.data)
+            run_set(args.out, key, args.data, args.methods)
     print("\n".join(table(args.out)))
     return 0
 

@@ -33,6 +33,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "statef
 HARDENED_SF = ["model.bottleneck_channels=1", "model.bottleneck_sigma=1.0", "train.epochs_pretrain=9",
                "train.epochs_attacker=1", "train.batch_size=128",  # ~13 images per behaviour class per batch
                "baseline.warm_epochs=3", "baseline.aux_epochs=0", "baseline.adversaries=[]", "baseline.mu=1"]
+DRIVER_SPLIT = "data.split_by=identity"
 VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "encoder": ("Encoder", "encoder", []),
     "deepobfuscator": ("DeepObfuscator", "deepobfuscator", []),
@@ -50,10 +51,23 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "hardened-k4-spread": ("hardened (k=4, dCor + spread)", "hardened",
                            HARDENED_SF + ["model.bottleneck_channels=4", "baseline.mu_spread=1",
                                           "baseline.spread_ramp_epochs=3"]),
-    # issue 21: the defaults `deepobf train --preset statefarm-cpu` gives (no per-dataset overrides), and the same with
-    # the capacity removed: the sent mean is ceil(log2 10) = 4 values per image (model.bottleneck_code)
-    "default": ("hardened (defaults)", "hardened", []),
-    "default-code": ("hardened (defaults, bottleneck_code 16)", "hardened", ["model.bottleneck_code=16"]),
+    # issue 21, each pinned to what it ran with: the defaults before the code head (the width rule's ceil(log2 10) = 4
+    # channels over the sent map), the code head with that rule (4 values per image), and the code head with the rule
+    # that replaced it, K - 1 = 9 values (the class simplex's dimension, 1 at K = 2): today's `deepobf train` defaults
+    "default": ("hardened (before the code head: k = 4 over the map)", "hardened",
+                ["model.bottleneck_code=0", "model.bottleneck_channels=4"]),
+    "default-code": ("hardened (code head, k = ceil(log2 10) = 4)", "hardened",
+                     ["model.bottleneck_code=16", "model.bottleneck_channels=4"]),
+    "default-code-k9": ("hardened (defaults: code head, k = K - 1 = 9)", "hardened",
+                        ["model.bottleneck_code=16", "model.bottleneck_channels=9"]),
+    # the reference trained as long as hardened's stage 1 (14 epochs at this preset; the preset's Encoder trains 6)
+    "encoder-14": ("Encoder (14 epochs)", "encoder", ["train.epochs_pretrain=14"]),
+    # what a new user meets: drivers never seen in training (data.split_by=identity); behaviour only, since a closed-set
+    # driver attacker cannot name drivers it never saw
+    "encoder-14-drivers": ("Encoder (14 epochs), driver-disjoint split", "encoder",
+                           ["train.epochs_pretrain=14", DRIVER_SPLIT]),
+    "default-code-k9-drivers": ("hardened (defaults, code, k = 9), driver-disjoint split", "hardened",
+                                ["model.bottleneck_code=16", "model.bottleneck_channels=9", DRIVER_SPLIT]),
 }
 ATTACKERS = ["vgg", "resnet", "linear", "mlp", "mirror"]
 
@@ -82,6 +96,8 @@ def train_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "driver_acc_cotrained": summary["test"].get("AC_acc", {}).get("driver"), "majority": summary["majority_rate"],
     }
     attack_path = out / "attack.json"
+    if DRIVER_SPLIT in overrides or name in args.behaviour_only:
+        return row
     if attack_path.is_file() and not args.fresh:
         attack = json.loads(attack_path.read_text())
     else:
@@ -116,6 +132,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
+    parser.add_argument("--behaviour-only", default="", type=lambda v: [x for x in v.split(",") if x],
+                        help="comma-separated variants trained and scored without the fresh attackers")
     parser.add_argument("--recon-epochs", type=int, default=20, help="cap on the mirror reconstructor's epochs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

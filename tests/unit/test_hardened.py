@@ -512,8 +512,8 @@ def test_default_recipe_on_a_paper_schedule_is_the_measured_preset() -> None:
 def test_the_bottleneck_width_rule_is_deterministic_and_recorded(tiny_cfg, tmp_path: Path) -> None:
     from deepobfuscator.models.bottleneck import auto_channels
 
-    assert auto_channels([2]) == 1 and auto_channels([2, 2]) == 2 and auto_channels([10]) == 4
-    assert auto_channels([10, 2]) == 5 and auto_channels([]) == 1
+    assert auto_channels([2]) == 1 and auto_channels([2, 2]) == 2 and auto_channels([10]) == 9
+    assert auto_channels([10, 2]) == 10 and auto_channels([3]) == 2 and auto_channels([]) == 1
     cfg = configure(tiny_cfg, "hardened")
     cfg.data.task = ["Smiling", "High_Cheekbones"]
     cfg.params = {**cfg.params, "audit": False}

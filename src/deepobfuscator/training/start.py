@@ -55,7 +55,7 @@ def init_run(run: RunDir, cfg: RunConfig, progress: bool = True) -> tuple[Prepar
     if cfg.model.bottleneck_channels == AUTO_CHANNELS:  # the rule, applied to the intended attributes, recorded
         counts = [s.num_classes for s in data.task_specs]
         cfg.model.bottleneck_channels = auto_channels(counts)
-        cfg.meta["bottleneck_rule"] = {"rule": "1 channel per binary intended attribute, ceil(log2 K) per K-class one",
+        cfg.meta["bottleneck_rule"] = {"rule": "K - 1 channels per K-class intended attribute (1 per binary one)",
                                        "classes": counts, "channels": cfg.model.bottleneck_channels}
     cfg.meta.update({"version": __version__, "commit": git_commit(), "msssim": settings.as_dict(),
                      "feature_shape": list(feature_shape(cfg)), "split_source": split["source"],
