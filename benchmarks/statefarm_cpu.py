@@ -66,6 +66,16 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     # driver attacker cannot name drivers it never saw
     "encoder-14-drivers": ("Encoder (14 epochs), driver-disjoint split", "encoder",
                            ["train.epochs_pretrain=14", DRIVER_SPLIT]),
+    # a diagnostic: the Encoder through hardened's code head without its noise and penalties (what the architecture
+    # alone keeps of behaviour)
+    "encoder-code-k9-drivers": ("Encoder (14 epochs) through the code head, k = 9, no noise, driver-disjoint split",
+                                "encoder", ["train.epochs_pretrain=14", "model.bottleneck_channels=9",
+                                            "model.bottleneck_code=16", "model.bottleneck_sigma=0", DRIVER_SPLIT]),
+    # the same with three 3x3 layers of C's first block's width in the code head (model.bottleneck_code_depth)
+    "encoder-code-k9-deep-drivers": ("Encoder (14 epochs) through a code head with 3 conv layers, k = 9, no noise, "
+                                     "driver-disjoint split", "encoder",
+                                     ["train.epochs_pretrain=14", "model.bottleneck_channels=9", "model.bottleneck_code=16",
+                                      "model.bottleneck_code_depth=3", "model.bottleneck_sigma=0", DRIVER_SPLIT]),
     "default-code-k9-drivers": ("hardened (defaults, code, k = 9), driver-disjoint split", "hardened",
                                 ["model.bottleneck_code=16", "model.bottleneck_channels=9", DRIVER_SPLIT]),
 }

@@ -73,6 +73,9 @@ class ModelConfig:
     # an MLP), repeated over the sent map: no spatial capacity left for what the intended labels do not need
     # (None: the method's default, else 0; hardened: 16)
     bottleneck_code: int | None = None
+    # 3x3 conv layers (C's first block's width, no pooling) in the code head before its 1x1 conv: depth on the phone for
+    # intended labels a shallow head cannot compute (0: none; runs written before have no key and load as 0)
+    bottleneck_code_depth: int = 0
 
 
 @dataclass

@@ -124,6 +124,28 @@ def test_bottleneck_code_needs_the_sent_size_and_leaves_the_plain_bottleneck_unc
     assert feature_shape(cfg) == (1, 8, 8)
 
 
+def test_bottleneck_code_depth_adds_3x3_layers_before_the_code_and_keeps_the_sent_shape() -> None:
+    from deepobfuscator.models.bottleneck import build_run_obfuscator
+    torch.manual_seed(0)
+    deep = NoisyBottleneck(8, 2, sigma=1.0, code=4, sent_hw=(4, 4), depth=2)
+    convs = [m for m in deep.conv if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(8, 16, (3, 3)), (16, 16, (3, 3)),
+                                                                               (16, 4, (1, 1))]
+    feats = torch.rand(5, 8, 4, 4)
+    mean = deep.train().mean(feats)
+    assert mean.shape == (5, 2, 4, 4) and torch.equal(mean, mean[:, :, :1, :1].expand_as(mean))
+    mean.sum().backward()
+    assert all(p.grad is not None for p in deep.parameters())
+    with pytest.raises(ValueError, match="depth"):
+        NoisyBottleneck(8, 1, depth=1)  # no code
+    with pytest.raises(ValueError, match="code_depth"):
+        build_run_obfuscator(0.0625, True, 0, code_depth=2)
+    cfg = preset("tiny")
+    cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma = 1, 1, 1.0
+    cfg.model.bottleneck_code, cfg.model.bottleneck_code_depth = 4, 3
+    assert feature_shape(cfg) == (1, 8, 8)
+
+
 def test_run_modules_are_built_on_the_sent_shape() -> None:
     cfg = preset("tiny")
     cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma = 2, 1, 1.0

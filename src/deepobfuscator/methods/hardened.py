@@ -212,7 +212,8 @@ class HardenedTrainer(Trainer):
         m = cfg.model
         return {"hardened": dict(cfg.params), "bottleneck": [m.bottleneck_channels, m.bottleneck_pool,
                                                                m.bottleneck_norm, m.bottleneck_sigma,
-                                                               m.bottleneck_learn_sigma, m.bottleneck_code]}
+                                                               m.bottleneck_learn_sigma, m.bottleneck_code]
+                + ([m.bottleneck_code_depth] if m.bottleneck_code_depth else [])}  # older runs keep their keys
 
     # ----------------------------------------------------------------- the obfuscator's regularisers
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -35,19 +35,23 @@ CODE_HIDDEN = 128  # hidden units of the code head's MLP
 class NoisyBottleneck(nn.Module):
     """1x1 conv to ``channels`` -> avg-pool by ``pool`` -> scale-fixing norm -> + N(0, sigma^2) per call.
 
-    ``code`` > 0: 1x1 conv to ``code`` channels -> BatchNorm -> ReLU -> avg-pool -> MLP to ``channels`` values ->
-    scale-fixing norm -> repeated over the ``sent_hw`` map -> + N(0, sigma^2) per position and call.
+    ``code`` > 0: ``depth`` x (3x3 conv to twice O's channels -> BatchNorm -> ReLU) -> 1x1 conv to ``code`` channels
+    -> BatchNorm -> ReLU -> avg-pool -> MLP to ``channels`` values -> scale-fixing norm -> repeated over the ``sent_hw``
+    map -> + N(0, sigma^2) per position and call. The 3x3 layers (C's first VGG block's width, same padding, no
+    pooling) move depth onto the phone for intended labels a shallow head cannot compute (10 driver behaviours).
     """
 
     def __init__(self, in_channels: int, channels: int, pool: int = 1, norm: str = "batchnorm",
                  sigma: float = 1.0, learn_sigma: bool = False, code: int = 0,
-                 sent_hw: tuple[int, int] | None = None) -> None:
+                 sent_hw: tuple[int, int] | None = None, depth: int = 0) -> None:
         super().__init__()
         if channels < 1 or pool < 1:
             raise ValueError(f"bottleneck channels and pool must be >= 1, got {channels} and {pool}")
         if code < 0 or (code and (sent_hw is None or min(sent_hw) < 1)):
             raise ValueError(f"a bottleneck code needs code >= 1 and the sent map's size, got code {code} and "
                              f"sent_hw {sent_hw}")
+        if depth < 0 or (depth and not code):
+            raise ValueError(f"a bottleneck code depth needs depth >= 0 and a code, got depth {depth}, code {code}")
         if norm not in NORMS:
             raise ValueError(f"bottleneck norm must be one of {NORMS}, got {norm!r}")
         if sigma < 0 or (learn_sigma and sigma <= 0):
@@ -56,7 +60,12 @@ class NoisyBottleneck(nn.Module):
         self.pooling = nn.AvgPool2d(self.pool) if self.pool > 1 else nn.Identity()
         if self.code:
             h, w = sent_hw
-            self.conv = nn.Sequential(nn.Conv2d(in_channels, self.code, 1), nn.BatchNorm2d(self.code), nn.ReLU())
+            layers: list[nn.Module] = []
+            for i in range(int(depth)):  # C's first block's width: twice O's last channels
+                layers += [nn.Conv2d(in_channels * (1 if i == 0 else 2), in_channels * 2, 3, padding=1),
+                           nn.BatchNorm2d(in_channels * 2), nn.ReLU()]
+            last = in_channels * 2 if depth else in_channels
+            self.conv = nn.Sequential(*layers, nn.Conv2d(last, self.code, 1), nn.BatchNorm2d(self.code), nn.ReLU())
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(self.code * h * w, CODE_HIDDEN), nn.ReLU(),
                                       nn.Linear(CODE_HIDDEN, self.channels))
             # the code is repeated over the map by a product with ones: static shapes in exported graphs (int8
@@ -172,9 +181,12 @@ def auto_channels(class_counts: list[int]) -> int:
 
 def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool: int = 1, norm: str = "batchnorm",
                          sigma: float = 0.0, learn_sigma: bool = False, code: int = 0,
-                         image_size: tuple[int, int] | None = None) -> nn.Module:
-    """O, wrapped in a noisy bottleneck when ``channels`` > 0 (a code head needs the input ``image_size``)."""
+                         image_size: tuple[int, int] | None = None, code_depth: int = 0) -> nn.Module:
+    """O, wrapped in a noisy bottleneck when ``channels`` > 0 (a code head needs the input ``image_size``; ``code_depth``
+    3x3 layers go before its 1x1 conv)."""
     front = Obfuscator(width, batch_norm)
+    if code_depth and not code:
+        raise ValueError("model.bottleneck_code_depth needs a code head (model.bottleneck_code > 0)")
     if not channels:
         if code:
             raise ValueError("model.bottleneck_code needs a bottleneck (model.bottleneck_channels; the hardened method "
@@ -187,4 +199,4 @@ def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool
         h, w = front.feature_hw(tuple(image_size))
         sent_hw = (h // pool, w // pool)
     return BottleneckObfuscator(front, NoisyBottleneck(front.out_channels, channels, pool, norm, sigma, learn_sigma,
-                                                       code, sent_hw))
+                                                       code, sent_hw, code_depth))
