@@ -76,6 +76,12 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
                                      "driver-disjoint split", "encoder",
                                      ["train.epochs_pretrain=14", "model.bottleneck_channels=9", "model.bottleneck_code=16",
                                       "model.bottleneck_code_depth=3", "model.bottleneck_sigma=0", DRIVER_SPLIT]),
+    # hardened with that deeper head (image split: driver judged; driver-disjoint split: behaviour)
+    "default-code-k9-deep": ("hardened (code head with 3 conv layers, k = 9)", "hardened",
+                             ["model.bottleneck_code=16", "model.bottleneck_channels=9", "model.bottleneck_code_depth=3"]),
+    "default-code-k9-deep-drivers": ("hardened (code head with 3 conv layers, k = 9), driver-disjoint split", "hardened",
+                                     ["model.bottleneck_code=16", "model.bottleneck_channels=9",
+                                      "model.bottleneck_code_depth=3", DRIVER_SPLIT]),
     "default-code-k9-drivers": ("hardened (defaults, code, k = 9), driver-disjoint split", "hardened",
                                 ["model.bottleneck_code=16", "model.bottleneck_channels=9", DRIVER_SPLIT]),
 }

@@ -78,7 +78,9 @@ def quantize_int8(array: np.ndarray) -> tuple[np.ndarray, float, int]:
     hi = max(float(values.max(initial=0.0)), 0.0)
     if hi == lo:
         return np.zeros(values.shape, dtype=np.int8), 1.0, 0
-    scale = float(np.float32((hi - lo) / 255.0))
+    # a range below float32's resolution (subnormal values) would give scale 0: the smallest normal float32 instead,
+    # whose half-step still bounds the error (found by the fuzz test: [1e-45])
+    scale = max(float(np.float32((hi - lo) / 255.0)), float(np.finfo(np.float32).tiny))
     zero_point = int(np.clip(round(-128.0 - lo / scale), -128, 127))
     q = np.clip(np.rint(values / scale) + zero_point, -128, 127).astype(np.int8)
     return q, scale, zero_point
