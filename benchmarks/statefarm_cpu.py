@@ -34,6 +34,10 @@ HARDENED_SF = ["model.bottleneck_channels=1", "model.bottleneck_sigma=1.0", "tra
                "train.epochs_attacker=1", "train.batch_size=128",  # ~13 images per behaviour class per batch
                "baseline.warm_epochs=3", "baseline.aux_epochs=0", "baseline.adversaries=[]", "baseline.mu=1"]
 DRIVER_SPLIT = "data.split_by=identity"
+CODE_K9 = ["model.bottleneck_code=16", "model.bottleneck_channels=9"]  # the code head at the K - 1 rule's width
+DEEP_HEAD = "model.bottleneck_code_depth=3"
+ENCODER_14 = "train.epochs_pretrain=14"
+NO_NOISE = "model.bottleneck_sigma=0"
 VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "encoder": ("Encoder", "encoder", []),
     "deepobfuscator": ("DeepObfuscator", "deepobfuscator", []),
@@ -58,32 +62,25 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
                 ["model.bottleneck_code=0", "model.bottleneck_channels=4"]),
     "default-code": ("hardened (code head, k = ceil(log2 10) = 4)", "hardened",
                      ["model.bottleneck_code=16", "model.bottleneck_channels=4"]),
-    "default-code-k9": ("hardened (defaults: code head, k = K - 1 = 9)", "hardened",
-                        ["model.bottleneck_code=16", "model.bottleneck_channels=9"]),
+    "default-code-k9": ("hardened (defaults: code head, k = K - 1 = 9)", "hardened", CODE_K9),
     # the reference trained as long as hardened's stage 1 (14 epochs at this preset; the preset's Encoder trains 6)
-    "encoder-14": ("Encoder (14 epochs)", "encoder", ["train.epochs_pretrain=14"]),
+    "encoder-14": ("Encoder (14 epochs)", "encoder", [ENCODER_14]),
     # what a new user meets: drivers never seen in training (data.split_by=identity); behaviour only, since a closed-set
     # driver attacker cannot name drivers it never saw
-    "encoder-14-drivers": ("Encoder (14 epochs), driver-disjoint split", "encoder",
-                           ["train.epochs_pretrain=14", DRIVER_SPLIT]),
+    "encoder-14-drivers": ("Encoder (14 epochs), driver-disjoint split", "encoder", [ENCODER_14, DRIVER_SPLIT]),
+    "default-code-k9-drivers": ("hardened (defaults, code, k = 9), driver-disjoint split", "hardened",
+                                CODE_K9 + [DRIVER_SPLIT]),
     # a diagnostic: the Encoder through hardened's code head without its noise and penalties (what the architecture
-    # alone keeps of behaviour)
+    # alone keeps of behaviour), then the same with three 3x3 layers of C's first block's width in the head
     "encoder-code-k9-drivers": ("Encoder (14 epochs) through the code head, k = 9, no noise, driver-disjoint split",
-                                "encoder", ["train.epochs_pretrain=14", "model.bottleneck_channels=9",
-                                            "model.bottleneck_code=16", "model.bottleneck_sigma=0", DRIVER_SPLIT]),
-    # the same with three 3x3 layers of C's first block's width in the code head (model.bottleneck_code_depth)
+                                "encoder", [ENCODER_14, *CODE_K9, NO_NOISE, DRIVER_SPLIT]),
     "encoder-code-k9-deep-drivers": ("Encoder (14 epochs) through a code head with 3 conv layers, k = 9, no noise, "
                                      "driver-disjoint split", "encoder",
-                                     ["train.epochs_pretrain=14", "model.bottleneck_channels=9", "model.bottleneck_code=16",
-                                      "model.bottleneck_code_depth=3", "model.bottleneck_sigma=0", DRIVER_SPLIT]),
+                                     [ENCODER_14, *CODE_K9, DEEP_HEAD, NO_NOISE, DRIVER_SPLIT]),
     # hardened with that deeper head (image split: driver judged; driver-disjoint split: behaviour)
-    "default-code-k9-deep": ("hardened (code head with 3 conv layers, k = 9)", "hardened",
-                             ["model.bottleneck_code=16", "model.bottleneck_channels=9", "model.bottleneck_code_depth=3"]),
+    "default-code-k9-deep": ("hardened (code head with 3 conv layers, k = 9)", "hardened", CODE_K9 + [DEEP_HEAD]),
     "default-code-k9-deep-drivers": ("hardened (code head with 3 conv layers, k = 9), driver-disjoint split", "hardened",
-                                     ["model.bottleneck_code=16", "model.bottleneck_channels=9",
-                                      "model.bottleneck_code_depth=3", DRIVER_SPLIT]),
-    "default-code-k9-drivers": ("hardened (defaults, code, k = 9), driver-disjoint split", "hardened",
-                                ["model.bottleneck_code=16", "model.bottleneck_channels=9", DRIVER_SPLIT]),
+                                     CODE_K9 + [DEEP_HEAD, DRIVER_SPLIT]),
 }
 ATTACKERS = ["vgg", "resnet", "linear", "mlp", "mirror"]
 

@@ -212,8 +212,7 @@ class HardenedTrainer(Trainer):
         m = cfg.model
         return {"hardened": dict(cfg.params), "bottleneck": [m.bottleneck_channels, m.bottleneck_pool,
                                                                m.bottleneck_norm, m.bottleneck_sigma,
-                                                               m.bottleneck_learn_sigma, m.bottleneck_code]
-                + ([m.bottleneck_code_depth] if m.bottleneck_code_depth else [])}  # older runs keep their keys
+                                                               m.bottleneck_learn_sigma, m.bottleneck_code]}
 
     # ----------------------------------------------------------------- the obfuscator's regularisers
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -61,11 +61,11 @@ class NoisyBottleneck(nn.Module):
         if self.code:
             h, w = sent_hw
             layers: list[nn.Module] = []
-            for i in range(int(depth)):  # C's first block's width: twice O's last channels
-                layers += [nn.Conv2d(in_channels * (1 if i == 0 else 2), in_channels * 2, 3, padding=1),
-                           nn.BatchNorm2d(in_channels * 2), nn.ReLU()]
-            last = in_channels * 2 if depth else in_channels
-            self.conv = nn.Sequential(*layers, nn.Conv2d(last, self.code, 1), nn.BatchNorm2d(self.code), nn.ReLU())
+            width = in_channels
+            for _ in range(int(depth)):  # C's first block's width: twice O's last channels
+                layers += [nn.Conv2d(width, in_channels * 2, 3, padding=1), nn.BatchNorm2d(in_channels * 2), nn.ReLU()]
+                width = in_channels * 2
+            self.conv = nn.Sequential(*layers, nn.Conv2d(width, self.code, 1), nn.BatchNorm2d(self.code), nn.ReLU())
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(self.code * h * w, CODE_HIDDEN), nn.ReLU(),
                                       nn.Linear(CODE_HIDDEN, self.channels))
             # the code is repeated over the map by a product with ones: static shapes in exported graphs (int8
