@@ -1,6 +1,7 @@
 """`hardened` beyond {Smiling; Male}: the paper's other CelebA attribute sets, same command and defaults (issue 21).
 
     OMP_NUM_THREADS=2 python benchmarks/attribute_sets.py --out runs/sets --data ../shared/data/celeba --only 3 4
+    python benchmarks/attribute_sets.py --out runs/sets --data ../shared/data/celeba --only 1 --split 1
     python benchmarks/attribute_sets.py --out runs/sets --table-only > benchmarks/results/attribute_sets_celeba_cpu.md
 
 For each set N of the paper's Figures 6-7 (intended from {Smiling, High_Cheekbones}, private from {Male,
@@ -15,7 +16,9 @@ Heavy_Makeup}):
   the oracle floor, the known-noise attacker) at m = 1, 8 and inf (decoders left out: they cost 4-5x the training on
   this CPU and are judged on the headline set);
 - ``OUT/sN-hardened-nocode`` (when present, trained with `--set model.bottleneck_code=0`): the previous default, whose
-  sent mean kept an 8x8 map per channel, judged the same way.
+  sent mean kept an 8x8 map per channel, judged the same way;
+- with ``--split S`` (S > 0): ``OUT/sN-splitS-hardened`` and ``OUT/sM-splitS-encoder``, the same on another split of
+  the images (``data.split_seed=S``) and training seed (``train.seed=S``).
 
 The table sets each intended attribute beside the Encoder's and each private attribute's best fresh attacker beside
 its floor (the larger of the label floor and the oracle floor), with the gap to issue 21's goal (intended within 3
@@ -55,16 +58,22 @@ def encoder_key(key: str) -> str:
     return next(k for k, (task, _) in SETS.items() if task == SETS[key][0])
 
 
-def run_set(out: Path, key: str, data: str, methods: list[str]) -> None:
+def split_prefix(split: int) -> str:
+    """The run-name infix of split ``split`` (none for split 0, the default)."""
+    return f"split{split}-" if split else ""
+
+
+def run_set(out: Path, key: str, data: str, methods: list[str], split: int = 0) -> None:
     """Train the set's runs among ``methods`` (resuming a partial one) and judge the hardened run."""
     task, private = SETS[key]
+    seeds = ["--set", f"data.split_seed={split}", "--set", f"train.seed={split}"] if split else []
     for method in methods:
         cmd = METHODS[method]
-        run = out / f"s{encoder_key(key) if method == 'encoder' else key}-{method}"
+        run = out / f"s{encoder_key(key) if method == 'encoder' else key}-{split_prefix(split)}{method}"
         if not (run / "train_summary.json").is_file():
-            deepobf(*cmd, "--preset", "celeba-cpu", "--data", data, "--task", task, "--private", private,
+            deepobf(*cmd, "--preset", "celeba-cpu", "--data", data, "--task", task, "--private", private, *seeds,
                     "--out", str(run), *(["--resume"] if (run / "config.yaml").is_file() else []))
-    run = out / f"s{key}-hardened"
+    run = out / f"s{key}-{split_prefix(split)}hardened"
     if "hardened" in methods and not (run / JUDGE).is_file():
         deepobf("attack", str(run), "--attackers", ATTACKERS, "--out", str(run / JUDGE))
 
@@ -73,12 +82,14 @@ def _floor(entry: dict[str, Any]) -> float:
     return max(entry["label_floor"]["balanced_accuracy"], entry["oracle_floor"]["balanced_accuracy"])
 
 
-VARIANTS = {"hardened": "hardened", "hardened-nocode": "hardened, no code"}  # run folder suffix -> table label
+VARIANTS = {"hardened": "hardened", "hardened-nocode": "hardened, no code",  # run folder suffix -> table label
+            "split1-hardened": "hardened, split 1 (seed 1)"}
 
 
 def rows(out: Path, key: str, variant: str, attack: dict[str, Any]) -> list[str]:
-    """Table rows of one set and `hardened` variant from its judged ``attack`` (attack.json)."""
-    encoder = out / f"s{encoder_key(key)}-encoder"
+    """Table rows of one set and `hardened` variant from its judged ``attack`` (attack.json), beside the Encoder of
+    the same intended attributes and split."""
+    encoder = out / f"s{encoder_key(key)}-{variant.split('hardened')[0]}encoder"  # split infix, if any
     reference = (json.loads((encoder / "train_summary.json").read_text())["test"]["C_acc"]
                  if (encoder / "train_summary.json").is_file() else {})
     task, private = SETS[key]
@@ -139,13 +150,15 @@ def main() -> int:
     p.add_argument("--only", nargs="+", choices=list(SETS), default=list(SETS))
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
                    help="which runs to train (default: both; the judge runs with hardened)")
+    p.add_argument("--split", type=int, default=0, choices=(0, 1),
+                   help="another split of the images and training seed (data.split_seed = train.seed = SPLIT)")
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args()
     if not args.table_only:
         if not args.data:
             p.error("--data is needed to train and judge (or pass --table-only)")
         for key in args.only:
-            run_set(args.out, key, args.data, args.methods)
+            run_set(args.out, key, args.data, args.methods, args.split)
     print("\n".join(table(args.out)))
     return 0
 

@@ -22,6 +22,7 @@ from deepobfuscator.runs import RunDir
 from deepobfuscator.models import Obfuscator
 from deepobfuscator.models.bottleneck import BottleneckObfuscator, NoisyBottleneck, deterministic
 from deepobfuscator.training.adversaries import AdversaryEnsemble, build_adversary
+from deepobfuscator.training.trainer import format_metrics
 from deepobfuscator.training.audit import select_epoch
 from deepobfuscator.training.modules import build_modules, feature_shape, run_obfuscator
 
@@ -417,7 +418,7 @@ def test_init_from_loads_a_finished_runs_obfuscator_into_the_front(tmp_path, tra
 def test_warm_epochs_train_the_front_with_the_auxiliary_head_only(tmp_path, tiny_cfg) -> None:
     tiny_cfg.method = "hardened"
     tiny_cfg.params = {"adversaries": [], "warm_epochs": 1, "aux_epochs": 0}
-    tiny_cfg.train.epochs_pretrain = 2
+    tiny_cfg.train.epochs_pretrain = 3  # epoch 1 is not the last: its validation has no audit
     trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
     batch = next(iter(trainer.data.loader("train", 16).epoch(0)))
     before = {k: v.clone() for k, v in [*trainer.modules.classifier.state_dict().items(),
@@ -428,8 +429,12 @@ def test_warm_epochs_train_the_front_with_the_auxiliary_head_only(tmp_path, tiny
     after = {**trainer.modules.classifier.state_dict(), **trainer.modules.obfuscator.bottleneck.state_dict()}
     assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith("num_batches_tracked"))
     assert any(not torch.equal(a, b) for a, b in zip(front, trainer.modules.obfuscator.front.parameters()))
+    record = trainer.validate(0)  # a warm epoch reports what it trains: the auxiliary head on O's front
+    assert set(record["warm_acc"]) == set(record["C_acc"]) and all(0 <= v <= 1 for v in record["warm_acc"].values())
+    assert "warm-up head" in format_metrics({"stage": "pretrain", "epoch": 1, "seconds": 1.0, **record})
     trainer.position.epoch = 1  # after the warm epochs: the bottleneck path trains
     assert "L_C" in trainer.step_pretrain(batch, 0)
+    assert "warm_acc" not in trainer.validate(0)
 
 
 def test_penalties_ramp_in_over_the_first_bottleneck_epochs(tmp_path, tiny_cfg) -> None:

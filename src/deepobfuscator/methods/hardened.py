@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from ..config import ConfigError, RunConfig
 from ..data import Batch
 from ..dependence import MEASURES, RowBank, conditional_dependence, within_class_dependence, within_class_spread
-from ..losses import attribute_loss, reconstruction_losses
+from ..losses import attribute_loss, predictions, reconstruction_losses
 from ..models import build_classifier
 from ..models.bottleneck import AUTO_CHANNELS, bottleneck_of
 from ..models.vgg import Obfuscator
@@ -348,9 +348,34 @@ class HardenedTrainer(Trainer):
         last_pretrain = stage == 0 and self.position.epoch + 1 == self.epochs(0)
         return self.params["audit"] and self.has_private and (last_pretrain or stage == 2)
 
+    def warming(self, stage: int) -> bool:
+        """Whether ``stage``'s current epoch is a warm epoch (O's front trains with the auxiliary head; C does not)."""
+        return stage == 0 and self.aux is not None and self.position.epoch < self.params["warm_epochs"]
+
+    @torch.no_grad()
+    def warm_accuracy(self, split: str = "val") -> dict[str, float]:
+        """Accuracy per intended attribute of the warm epochs' auxiliary head on O's front (what those epochs
+        train; C's accuracy stays at the majority rate until the bottleneck epochs train it)."""
+        self.modules.set_trainable()
+        self.aux.eval()
+        loader = self.data.loader(split, self.cfg.train.eval_batch_size, limit=self.cfg.train.max_val_images,
+                                  rank=self.sync.rank, world=self.sync.world)
+        sums = torch.zeros(1 + len(self.task_specs), dtype=torch.float64)
+        for batch in loader.epoch(0):
+            batch = batch.to(self.device)
+            front = self.modules.obfuscator.front(self.prepare_images(batch.images))
+            sums[0] += len(batch.images)
+            sums[1:] += (predictions(self.aux(front), self.task_specs) == batch.task).sum(0).double().cpu()
+        sums = self.sync.reduce_sum(sums)
+        n = max(sums[0].item(), 1.0)
+        return {s.name: sums[1 + i].item() / n for i, s in enumerate(self.task_specs)}
+
     def validate(self, stage: int, split: str = "val") -> dict[str, Any]:
-        """The usual validation, plus the audit (and the checkpoint choice) when one is due."""
+        """The usual validation (in a warm epoch also the auxiliary head's accuracy), plus the audit (and the
+        checkpoint choice) when one is due."""
         out = super().validate(stage, split)
+        if self.warming(stage):
+            out["warm_acc"] = self.warm_accuracy(split)
         if split != "val" or not self.audit_due(stage) or self.sync.rank != 0:
             return out
         self.modules.set_trainable()

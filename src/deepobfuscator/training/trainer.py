@@ -209,7 +209,10 @@ class Trainer(StagedTrainer):
 def format_metrics(rec: dict[str, Any]) -> str:
     """One human line for a metrics record."""
     parts = [f"[{rec['stage']} {rec['epoch']}] {rec['seconds']:.1f}s"]
-    parts += [f"C {k}={v:.3f}" for k, v in rec.get("C_acc", {}).items()]
+    if "warm_acc" in rec:  # a warm epoch trains O's front with an auxiliary head; C has not trained yet
+        parts += [f"warm-up head {k}={v:.3f}" for k, v in rec["warm_acc"].items()] + ["(C not trained yet)"]
+    else:
+        parts += [f"C {k}={v:.3f}" for k, v in rec.get("C_acc", {}).items()]
     parts += [f"AC {k}={v:.3f}" for k, v in rec.get("AC_acc", {}).items()]
     if "AR_msssim" in rec:
         parts.append(f"AR ms-ssim={rec['AR_msssim']:.3f}")
