@@ -118,6 +118,7 @@ def summarize(trainer: Trainer) -> dict[str, Any]:
         "seconds": round(sum(rec["seconds"] for rec in trainer.run.read_metrics()), 2),
     }
     summary["stalled"] = stalled_attributes(summary)
+    summary["fell"] = fallen_attributes(summary, trainer.run.read_metrics())
     if trainer.sync.rank == 0:
         atomic_write_json(trainer.run.path / "train_summary.json", summary)
     return summary
@@ -131,6 +132,22 @@ def stalled_attributes(summary: dict[str, Any]) -> list[str]:
     accuracy, majority = summary["test"].get("C_acc", {}), summary["majority_rate"]
     return [name for name, acc in accuracy.items()
             if majority.get(name) is not None and acc <= majority[name] + STALL_MARGIN]
+
+
+FALL_MARGIN = 0.05  # a deployed accuracy this far below the best validation epoch's was not what training reached
+
+
+def fallen_attributes(summary: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Intended attributes whose test accuracy ends more than :data:`FALL_MARGIN` below their best validation
+    accuracy in ``records`` (metrics.jsonl): the deployed weights are an epoch that fell, not the best one."""
+    best: dict[str, tuple[float, str, int]] = {}
+    for rec in records:
+        for name, acc in (rec.get("C_acc") or {}).items():
+            if name not in best or acc > best[name][0]:
+                best[name] = (acc, rec["stage"], rec["epoch"])
+    return {name: {"test": acc, "best_val": best[name][0], "stage": best[name][1], "epoch": best[name][2]}
+            for name, acc in summary["test"].get("C_acc", {}).items()
+            if name in best and acc < best[name][0] - FALL_MARGIN}
 
 
 def _duration(seconds: float) -> str:
@@ -151,6 +168,10 @@ def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:
     for name in summary.get("stalled", []):
         lines += ["", f"WARNING: {name} ended at its majority rate: C learned (next to) nothing for it. Train longer "
                       "(more train.epochs_pretrain), check the labels, or lower train.lr."]
+    for name, fell in summary.get("fell", {}).items():
+        lines += ["", f"WARNING: {name} ends at {fell['test']:.3f} on the test split, but validation reached "
+                      f"{fell['best_val']:.3f} ({fell['stage']} epoch {fell['epoch']}): the deployed weights are an "
+                      "epoch that fell. Compare nothing with this run as it is; retrain (another seed) or lower train.lr."]
     diagnostics = [f"AC {k} accuracy {v:.3f} (majority {majority.get(k, float('nan')):.3f})"
                    for k, v in test.get("AC_acc", {}).items()]
     if "AR_msssim" in test:
