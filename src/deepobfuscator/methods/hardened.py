@@ -284,7 +284,7 @@ class HardenedTrainer(Trainer):
         """Stage 1: O (with bottleneck) and C on L(C) + regularisers (+ the auxiliary head's L(C) early on)."""
         self.modules.set_trainable("obfuscator", "classifier")
         warm = self.params["warm_epochs"]
-        if self.aux is not None and self.position.epoch < warm:  # Encoder-style: O's front and the head only
+        if self.warming(0):  # Encoder-style: O's front and the head only
             self.aux.train()
             l_aux = attribute_loss(self.aux(self.modules.obfuscator.front(self.prepare_images(batch.images))),
                                    batch.task, self.task_specs)

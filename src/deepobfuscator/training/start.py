@@ -103,6 +103,7 @@ def summarize(trainer: Trainer) -> dict[str, Any]:
                             split="test")
     data = trainer.data
     idx = data.split["test"]
+    records = trainer.run.read_metrics()
     summary = {
         "run": str(trainer.run.path),
         "method": trainer.cfg.method,
@@ -114,11 +115,11 @@ def summarize(trainer: Trainer) -> dict[str, Any]:
             **{s.name: majority_rate(data.task[idx, i]) for i, s in enumerate(data.task_specs)},
             **{s.name: majority_rate(data.private[idx, i]) for i, s in enumerate(data.private_specs)},
         },
-        "seconds_per_epoch": _seconds_per_stage(trainer.run),
-        "seconds": round(sum(rec["seconds"] for rec in trainer.run.read_metrics()), 2),
+        "seconds_per_epoch": _seconds_per_stage(records),
+        "seconds": round(sum(rec["seconds"] for rec in records), 2),
     }
     summary["stalled"] = stalled_attributes(summary)
-    summary["fell"] = fallen_attributes(summary, trainer.run.read_metrics())
+    summary["fell"] = fallen_attributes(summary, records)
     if trainer.sync.rank == 0:
         atomic_write_json(trainer.run.path / "train_summary.json", summary)
     return summary
@@ -185,8 +186,8 @@ def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
-def _seconds_per_stage(run: RunDir) -> dict[str, float]:
+def _seconds_per_stage(records: list[dict[str, Any]]) -> dict[str, float]:
     out: dict[str, list[float]] = {}
-    for rec in run.read_metrics():
+    for rec in records:
         out.setdefault(rec["stage"], []).append(rec["seconds"])
     return {k: sum(v) / len(v) for k, v in out.items()}
