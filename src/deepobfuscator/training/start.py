@@ -120,6 +120,9 @@ def summarize(trainer: Trainer) -> dict[str, Any]:
     }
     summary["stalled"] = stalled_attributes(summary)
     summary["fell"] = fallen_attributes(summary, records)
+    deployed = [dict(rec["deployed"], stage=rec["stage"], of=rec["epoch"]) for rec in records if "deployed" in rec]
+    if deployed:  # a stage that chose its epoch by validation (the Encoder's stage 1)
+        summary["deployed"] = deployed[-1]
     if trainer.sync.rank == 0:
         atomic_write_json(trainer.run.path / "train_summary.json", summary)
     return summary
@@ -166,6 +169,10 @@ def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:
     lines = [f"Trained `{summary.get('method')}` (seed {summary.get('seed')}) in "
              f"{_duration(summary.get('seconds', 0.0))}; tested on {summary.get('test_images')} held-out images.", ""]
     lines += ["  " + "   ".join(cell.ljust(width[i]) for i, cell in enumerate(row)) for row in rows]
+    if "deployed" in summary:
+        chosen = summary["deployed"]
+        lines += ["", f"Deployed: O and C of {chosen['stage']} epoch {chosen['epoch']} of {chosen['of']} "
+                      f"(validation {chosen['val_utility']:.3f}; {chosen['rule']})."]
     for name in summary.get("stalled", []):
         lines += ["", f"WARNING: {name} ended at its majority rate: C learned (next to) nothing for it. Train longer "
                       "(more train.epochs_pretrain), check the labels, or lower train.lr."]

@@ -216,4 +216,6 @@ def format_metrics(rec: dict[str, Any]) -> str:
     parts += [f"AC {k}={v:.3f}" for k, v in rec.get("AC_acc", {}).items()]
     if "AR_msssim" in rec:
         parts.append(f"AR ms-ssim={rec['AR_msssim']:.3f}")
+    if "deployed" in rec:  # the end of a stage that chose its epoch by validation
+        parts.append(f"-> deploying epoch {rec['deployed']['epoch']} (validation {rec['deployed']['val_utility']:.3f})")
     return "  ".join(parts)
