@@ -36,6 +36,7 @@ HARDENED_SF = ["model.bottleneck_channels=1", "model.bottleneck_sigma=1.0", "tra
 DRIVER_SPLIT = "data.split_by=identity"
 CODE_K9 = ["model.bottleneck_code=16", "model.bottleneck_channels=9"]  # the code head at the K - 1 rule's width
 DEEP_HEAD = "model.bottleneck_code_depth=3"
+VGG_HEAD = "model.bottleneck_code_head=vgg"
 ENCODER_14 = "train.epochs_pretrain=14"
 NO_NOISE = "model.bottleneck_sigma=0"
 VARIANTS: dict[str, tuple[str, str, list[str]]] = {
@@ -81,6 +82,14 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "default-code-k9-deep": ("hardened (code head with 3 conv layers, k = 9)", "hardened", CODE_K9 + [DEEP_HEAD]),
     "default-code-k9-deep-drivers": ("hardened (code head with 3 conv layers, k = 9), driver-disjoint split", "hardened",
                                      CODE_K9 + [DEEP_HEAD, DRIVER_SPLIT]),
+    # the code head as C's architecture (VGG16 blocks 3-5 and two FC layers on the phone, k = 9 outputs): the phone
+    # computes the behaviour and sends 9 noisy values of it
+    "vgg-head-k9": ("hardened (code head = C's architecture, k = 9)", "hardened", CODE_K9 + [VGG_HEAD]),
+    "vgg-head-k9-drivers": ("hardened (code head = C's architecture, k = 9), driver-disjoint split", "hardened",
+                            CODE_K9 + [VGG_HEAD, DRIVER_SPLIT]),
+    "encoder-vgg-head-k9-drivers": ("Encoder (14 epochs) through a code head of C's architecture, k = 9, no noise, "
+                                    "driver-disjoint split", "encoder",
+                                    [ENCODER_14, *CODE_K9, VGG_HEAD, NO_NOISE, DRIVER_SPLIT]),
 }
 ATTACKERS = ["vgg", "resnet", "linear", "mlp", "mirror"]
 

@@ -76,6 +76,9 @@ class ModelConfig:
     # 3x3 conv layers (C's first block's width, no pooling) in the code head before its 1x1 conv: depth on the phone for
     # intended labels a shallow head cannot compute (0: none; runs written before have no key and load as 0)
     bottleneck_code_depth: int = 0
+    # the code head: mlp (the small head above) | vgg (C's architecture on O's features, k outputs: the phone computes
+    # what a multi-class intended label needs; runs written before have no key and load as mlp)
+    bottleneck_code_head: str = "mlp"
 
 
 @dataclass

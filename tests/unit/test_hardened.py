@@ -147,6 +147,34 @@ def test_bottleneck_code_depth_adds_3x3_layers_before_the_code_and_keeps_the_sen
     assert feature_shape(cfg) == (1, 8, 8)
 
 
+def test_a_vgg_code_head_is_cs_architecture_on_the_phone_and_keeps_the_sent_shape() -> None:
+    from deepobfuscator.models.bottleneck import BottleneckObfuscator, build_run_obfuscator
+    from deepobfuscator.models.vgg import VGGClassifier
+    torch.manual_seed(0)
+    obf = build_run_obfuscator(0.0625, True, 3, pool=2, sigma=1.0, code=16, image_size=(64, 64), code_head="vgg")
+    assert isinstance(obf, BottleneckObfuscator) and isinstance(obf.bottleneck.head, VGGClassifier)
+    assert obf.bottleneck.head.head[-1].out_features == 3  # k values, computed from O's unpooled 16x16 map
+    images = torch.rand(6, 3, 64, 64)
+    obf.eval()
+    mean = obf.mean(images)
+    assert mean.shape == (6, 3, 8, 8) and torch.equal(mean, mean[:, :, :1, :1].expand_as(mean))
+    sent = obf(images)
+    assert sent.shape == mean.shape and not torch.equal(sent, mean)  # noise per position on top
+    obf.train()
+    obf.mean(images).sum().backward()
+    assert all(p.grad is not None for p in obf.bottleneck.head.parameters())
+    with pytest.raises(ValueError, match="bottleneck_code_head"):
+        build_run_obfuscator(0.0625, True, 3, code=16, image_size=(64, 64), code_head="resnet")
+    with pytest.raises(ValueError, match="needs a code"):
+        build_run_obfuscator(0.0625, True, 3, code=0, image_size=(64, 64), code_head="vgg")
+    with pytest.raises(ValueError, match="no model.bottleneck_code_depth"):
+        build_run_obfuscator(0.0625, True, 3, code=16, image_size=(64, 64), code_depth=2, code_head="vgg")
+    cfg = preset("tiny")
+    cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma = 1, 1, 1.0
+    cfg.model.bottleneck_code, cfg.model.bottleneck_code_head = 4, "vgg"
+    assert feature_shape(cfg) == (1, 8, 8)
+
+
 def test_run_modules_are_built_on_the_sent_shape() -> None:
     cfg = preset("tiny")
     cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma = 2, 1, 1.0

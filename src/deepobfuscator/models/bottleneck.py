@@ -10,7 +10,10 @@ With ``code`` > 0 the sent mean has no spatial capacity left: a small head (1x1 
 BatchNorm, ReLU, the pooling, then an MLP over the pooled map) computes ``k`` values per image, normalised, and
 repeats them over every position of the sent map (so C, the attackers and the exports keep their shapes); the noise
 is still drawn per position. What an attacker averaging unlimited queries can read is then ``k`` numbers, the
-capacity one binary intended label needs per channel, instead of ``k * h * w``.
+capacity one binary intended label needs per channel, instead of ``k * h * w``. The head is small by default
+(``mlp``); ``vgg`` makes it C's architecture (VGG16 blocks 3-5 and two FC layers on O's unpooled features, ``k``
+outputs): the phone then computes what a multi-class intended label needs (State Farm's ten behaviours), and sends
+only ``k`` noisy values of it.
 
 The noise is part of the deployed pipeline: it is drawn afresh on *every* call, in training and in eval
 mode alike, so C trains on noisy features and every attacker sees noisy features. ``noise_enabled`` (or
@@ -26,10 +29,11 @@ import torch
 from torch import nn
 
 from .factorised import Factorisation, GaussianTail
-from .vgg import Obfuscator
+from .vgg import Obfuscator, VGGClassifier
 
 NORMS = ("batchnorm", "tanh", "none")
 CODE_HIDDEN = 128  # hidden units of the code head's MLP
+CODE_HEADS = ("mlp", "vgg")  # the code head: the small default, or C's architecture on the phone
 
 
 class NoisyBottleneck(nn.Module):
@@ -39,12 +43,16 @@ class NoisyBottleneck(nn.Module):
     -> BatchNorm -> ReLU -> avg-pool -> MLP to ``channels`` values -> scale-fixing norm -> repeated over the ``sent_hw``
     map -> + N(0, sigma^2) per position and call. The 3x3 layers (C's first VGG block's width, same padding, no
     pooling) move depth onto the phone for intended labels a shallow head cannot compute (10 driver behaviours).
+    ``code_head`` (a module from O's unpooled features to ``channels`` values, e.g. C's architecture) replaces that
+    head: no conv, pooling or MLP of its own.
     """
 
     def __init__(self, in_channels: int, channels: int, pool: int = 1, norm: str = "batchnorm",
                  sigma: float = 1.0, learn_sigma: bool = False, code: int = 0,
-                 sent_hw: tuple[int, int] | None = None, depth: int = 0) -> None:
+                 sent_hw: tuple[int, int] | None = None, depth: int = 0, code_head: nn.Module | None = None) -> None:
         super().__init__()
+        if code_head is not None and (not code or depth):
+            raise ValueError(f"a code head module needs a code and no depth of its own, got code {code}, depth {depth}")
         if channels < 1 or pool < 1:
             raise ValueError(f"bottleneck channels and pool must be >= 1, got {channels} and {pool}")
         if code < 0 or (code and (sent_hw is None or min(sent_hw) < 1)):
@@ -58,7 +66,12 @@ class NoisyBottleneck(nn.Module):
             raise ValueError(f"bottleneck sigma must be >= 0 (> 0 when learned), got {sigma}")
         self.channels, self.pool, self.norm_kind, self.code = int(channels), int(pool), norm, int(code)
         self.pooling = nn.AvgPool2d(self.pool) if self.pool > 1 else nn.Identity()
-        if self.code:
+        self.whole_head = code_head is not None  # the head reads O's features itself (no conv or pooling before it)
+        if self.whole_head:
+            h, w = sent_hw
+            self.conv, self.head = nn.Identity(), code_head
+            self.register_buffer("positions", torch.ones(1, 1, h, w), persistent=False)
+        elif self.code:
             h, w = sent_hw
             layers: list[nn.Module] = []
             width = in_channels
@@ -94,6 +107,8 @@ class NoisyBottleneck(nn.Module):
     def mean(self, feats: torch.Tensor) -> torch.Tensor:
         """The deterministic part: conv, pool, norm (the mean of what is sent); with a code, the code's ``k`` values
         repeated over the pooled map."""
+        if self.whole_head:
+            return self.norm(self.head(feats))[:, :, None, None] * self.positions
         pooled = self.pooling(self.conv(feats))
         if not self.code:
             return self.norm(pooled)
@@ -181,12 +196,18 @@ def auto_channels(class_counts: list[int]) -> int:
 
 def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool: int = 1, norm: str = "batchnorm",
                          sigma: float = 0.0, learn_sigma: bool = False, code: int = 0,
-                         image_size: tuple[int, int] | None = None, code_depth: int = 0) -> nn.Module:
+                         image_size: tuple[int, int] | None = None, code_depth: int = 0,
+                         code_head: str = "mlp") -> nn.Module:
     """O, wrapped in a noisy bottleneck when ``channels`` > 0 (a code head needs the input ``image_size``; ``code_depth``
-    3x3 layers go before its 1x1 conv)."""
+    3x3 layers go before its 1x1 conv; ``code_head`` ``vgg``: the head is C's architecture with ``channels`` outputs)."""
     front = Obfuscator(width, batch_norm)
+    if code_head not in CODE_HEADS:
+        raise ValueError(f"model.bottleneck_code_head must be one of {CODE_HEADS}, got {code_head!r}")
     if code_depth and not code:
         raise ValueError("model.bottleneck_code_depth needs a code head (model.bottleneck_code > 0)")
+    if code_head != "mlp" and (not code or code_depth):
+        raise ValueError(f"model.bottleneck_code_head {code_head!r} needs a code (model.bottleneck_code > 0) and no "
+                         "model.bottleneck_code_depth (the head has its own depth)")
     if not channels:
         if code:
             raise ValueError("model.bottleneck_code needs a bottleneck (model.bottleneck_channels; the hardened method "
@@ -198,5 +219,7 @@ def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool
             raise ValueError("a bottleneck code needs the input image size")
         h, w = front.feature_hw(tuple(image_size))
         sent_hw = (h // pool, w // pool)
+    head = (VGGClassifier(front.out_channels, front.feature_hw(tuple(image_size)), channels, width, batch_norm=batch_norm)
+            if code_head == "vgg" else None)
     return BottleneckObfuscator(front, NoisyBottleneck(front.out_channels, channels, pool, norm, sigma, learn_sigma,
-                                                       code, sent_hw, code_depth))
+                                                       code, sent_hw, code_depth, head))
