@@ -34,6 +34,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deepobfuscator.runs import RunDir
+from deepobfuscator.training.start import fallen_attributes
+
 SETS: dict[str, tuple[str, str]] = {  # the paper's six sets: (intended, private)
     "1": ("Smiling", "Male"),
     "2": ("High_Cheekbones", "Male"),
@@ -86,10 +89,33 @@ VARIANTS = {"hardened": "hardened", "hardened-nocode": "hardened, no code",  # r
             "split1-hardened": "hardened, split 1 (seed 1)"}
 
 
+def encoder_dir(out: Path, key: str, variant: str) -> Path:
+    """The Encoder run a set's `hardened` variant is compared with (same intended attributes and split)."""
+    return out / f"s{encoder_key(key)}-{variant.split('hardened')[0]}encoder"  # split infix, if any
+
+
+def encoder_note(path: Path) -> str | None:
+    """Which epoch an Encoder deployed: its best validation epoch (the rule since issue 21) or, for a run trained
+    before, its last."""
+    file = path / "train_summary.json"
+    if not file.is_file():
+        return None
+    summary = json.loads(file.read_text())
+    chosen = summary.get("deployed")
+    if chosen:
+        how = f"its best validation epoch, {chosen['epoch']} of {chosen['of']}"
+    else:  # say how far its last epoch is from the best validation epoch
+        fell = fallen_attributes(summary, RunDir(path).read_metrics())
+        how = ("its last epoch (trained before the Encoder chose by validation; "
+               + ("it fell: " + ", ".join(f"{k} {v['test']:.3f} against {v['best_val']:.3f} at epoch {v['epoch']}"
+                                          for k, v in fell.items()) if fell else "no intended attribute fell") + ")")
+    return f"- Encoder `{path.name}`: deploys {how}; seed {summary['seed']}, split seed {summary['split_seed']}."
+
+
 def rows(out: Path, key: str, variant: str, attack: dict[str, Any]) -> list[str]:
     """Table rows of one set and `hardened` variant from its judged ``attack`` (attack.json), beside the Encoder of
     the same intended attributes and split."""
-    encoder = out / f"s{encoder_key(key)}-{variant.split('hardened')[0]}encoder"  # split infix, if any
+    encoder = encoder_dir(out, key, variant)
     reference = (json.loads((encoder / "train_summary.json").read_text())["test"]["C_acc"]
                  if (encoder / "train_summary.json").is_file() else {})
     task, private = SETS[key]
@@ -129,7 +155,7 @@ def table(out: Path) -> list[str]:
              "m = 8 and inf).", "",
              "| set | run | attribute | accuracy | Encoder | gap / floors | m = 1 | m = 8 | m = inf |",
              "|---|---|---|---|---|---|---|---|---|"]
-    body, notes = [], []
+    body, notes, encoders = [], [], []
     for key in SETS:
         for variant in VARIANTS:
             path = out / f"s{key}-{variant}" / JUDGE
@@ -137,9 +163,13 @@ def table(out: Path) -> list[str]:
                 continue
             attack = json.loads(path.read_text())
             body += rows(out, key, variant, attack)
+            note = encoder_note(encoder_dir(out, key, variant))
+            if note and note not in encoders:
+                encoders.append(note)
             used = attack["settings"].get("attackers")
             if used is not None and sorted(used) != sorted(ATTACKERS.split(",")):
                 notes.append(f"- set {key}, {VARIANTS[variant]}: judged with the attackers {', '.join(used)}.")
+    notes += encoders
     return lines + body + ([""] + notes if notes else []) if body else lines + ["", "(no set judged yet)"]
 
 
