@@ -87,6 +87,12 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "vgg-head-k9": ("hardened (code head = C's architecture, k = 9)", "hardened", CODE_K9 + [VGG_HEAD]),
     "vgg-head-k9-drivers": ("hardened (code head = C's architecture, k = 9), driver-disjoint split", "hardened",
                             CODE_K9 + [VGG_HEAD, DRIVER_SPLIT]),
+    # diagnostics of the first try (C stayed at chance through the bottleneck epochs): the architecture alone (no
+    # noise, no penalties), and the noise without the penalties
+    "encoder-vgg-head-k9": ("Encoder (14 epochs) through a code head of C's architecture, k = 9, no noise", "encoder",
+                            [ENCODER_14, *CODE_K9, VGG_HEAD, NO_NOISE]),
+    "vgg-head-k9-nopenalty": ("hardened (code head = C's architecture, k = 9), no penalties", "hardened",
+                              CODE_K9 + [VGG_HEAD, "method.mu=0", "method.mu_image=0", "method.mu_spread=0"]),
     "encoder-vgg-head-k9-drivers": ("Encoder (14 epochs) through a code head of C's architecture, k = 9, no noise, "
                                     "driver-disjoint split", "encoder",
                                     [ENCODER_14, *CODE_K9, VGG_HEAD, NO_NOISE, DRIVER_SPLIT]),

@@ -175,6 +175,37 @@ def test_a_vgg_code_head_is_cs_architecture_on_the_phone_and_keeps_the_sent_shap
     assert feature_shape(cfg) == (1, 8, 8)
 
 
+def test_a_vgg_code_head_starts_from_the_warm_head_as_its_logits_and_logit_differences() -> None:
+    from deepobfuscator.methods.hardened import seed_code_head
+    from deepobfuscator.models.vgg import VGGClassifier
+    torch.manual_seed(0)
+    specs = [AttributeSpec("Smiling", 2), AttributeSpec("behaviour", 3)]  # 1 + 3 logits; width rule 1 + 2 values
+    warm = VGGClassifier(8, (8, 8), 4, 0.0625, fc_width=16).eval()
+    head = VGGClassifier(8, (8, 8), 3, 0.0625, fc_width=16).eval()
+    feats = torch.randn(5, 8, 8, 8)
+    assert seed_code_head(head, warm, specs)
+    logits, code = warm(feats), head(feats)
+    assert torch.allclose(code[:, 0], logits[:, 0], atol=1e-5)
+    assert torch.allclose(code[:, 1:], logits[:, 1:3] - logits[:, 3:], atol=1e-5)
+    rebuilt = torch.softmax(torch.cat([code[:, 1:], torch.zeros(5, 1)], 1), 1)  # the code fixes the prediction
+    assert torch.allclose(rebuilt, torch.softmax(logits[:, 1:], 1), atol=1e-5)
+    other = VGGClassifier(8, (8, 8), 5, 0.0625, fc_width=16)
+    before = [p.clone() for p in other.parameters()]
+    assert not seed_code_head(other, warm, specs)  # 5 values: not the rule's width, nothing changed
+    assert all(torch.equal(a, b) for a, b in zip(before, other.parameters()))
+
+
+def test_hardened_with_a_vgg_code_head_seeds_it_after_the_warm_epochs(tiny_cfg, tmp_path) -> None:
+    tiny_cfg.method = "hardened"
+    tiny_cfg.model.bottleneck_code_head = "vgg"
+    tiny_cfg.params = {"warm_epochs": 1, "audit": False}
+    tiny_cfg.train.epochs_pretrain, tiny_cfg.train.epochs_adversarial = 2, 0
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    trainer.fit()
+    records = [r for r in trainer.run.read_metrics() if r["stage"] == "pretrain"]
+    assert records[0]["code_seeded"] is True and "code_seeded" not in records[1]
+
+
 def test_run_modules_are_built_on_the_sent_shape() -> None:
     cfg = preset("tiny")
     cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma = 2, 1, 1.0

@@ -37,9 +37,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..config import ConfigError, RunConfig
-from ..data import Batch
+from ..data import AttributeSpec, Batch
 from ..dependence import MEASURES, RowBank, conditional_dependence, within_class_dependence, within_class_spread
 from ..losses import attribute_loss, predictions, reconstruction_losses
 from ..models import build_classifier
@@ -371,11 +372,13 @@ class HardenedTrainer(Trainer):
         return {s.name: sums[1 + i].item() / n for i, s in enumerate(self.task_specs)}
 
     def validate(self, stage: int, split: str = "val") -> dict[str, Any]:
-        """The usual validation (in a warm epoch also the auxiliary head's accuracy), plus the audit (and the
-        checkpoint choice) when one is due."""
+        """The usual validation (in a warm epoch also the auxiliary head's accuracy; after the last one, a code head of
+        C's architecture starts from that head), plus the audit (and the checkpoint choice) when one is due."""
         out = super().validate(stage, split)
         if self.warming(stage):
             out["warm_acc"] = self.warm_accuracy(split)
+            if split == "val" and self.position.epoch + 1 == self.params["warm_epochs"] and self.bottleneck.whole_head:
+                out["code_seeded"] = seed_code_head(self.bottleneck.head, self.aux, self.task_specs)
         if split != "val" or not self.audit_due(stage) or self.sync.rank != 0:
             return out
         self.modules.set_trainable()
@@ -415,6 +418,32 @@ class HardenedTrainer(Trainer):
                          metadata={"run": self.cfg.name, "method": self.cfg.method,
                                    "selected": json.dumps(json.loads(self.selection_path.read_text())["selected"])})
         return last
+
+
+@torch.no_grad()
+def seed_code_head(head: nn.Module, classifier: nn.Module, specs: list[AttributeSpec]) -> bool:
+    """Start a code head of C's architecture from a trained classifier of the same architecture: every layer copied
+    but the last, whose rows become, per intended attribute, the classifier's logit (binary) or its K - 1 logit
+    differences against the last class (K classes): a sufficient statistic of its prediction, in as many values as
+    the width rule gives that attribute. Returns False (and changes nothing) when the shapes do not match."""
+    last, source = head.head[-1], classifier.head[-1]
+    rows, biases, offset = [], [], 0
+    for spec in specs:
+        n = spec.num_outputs
+        w, b = source.weight[offset:offset + n], source.bias[offset:offset + n]
+        rows.append(w if spec.binary else w[:-1] - w[-1:])
+        biases.append(b if spec.binary else b[:-1] - b[-1:])
+        offset += n
+    weight, bias = torch.cat(rows), torch.cat(biases)
+    state = classifier.state_dict()
+    mine = head.state_dict()
+    body = {k: v for k, v in state.items() if not k.startswith(f"head.{len(head.head) - 1}.")}
+    if weight.shape != last.weight.shape or any(mine[k].shape != v.shape for k, v in body.items() if k in mine):
+        return False
+    head.load_state_dict({**mine, **body})
+    last.weight.copy_(weight)
+    last.bias.copy_(bias)
+    return True
 
 
 HARDENED = register_method(Method(

@@ -197,9 +197,10 @@ def auto_channels(class_counts: list[int]) -> int:
 def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool: int = 1, norm: str = "batchnorm",
                          sigma: float = 0.0, learn_sigma: bool = False, code: int = 0,
                          image_size: tuple[int, int] | None = None, code_depth: int = 0,
-                         code_head: str = "mlp") -> nn.Module:
+                         code_head: str = "mlp", fc_width: int | None = None, dropout: float = 0.5) -> nn.Module:
     """O, wrapped in a noisy bottleneck when ``channels`` > 0 (a code head needs the input ``image_size``; ``code_depth``
-    3x3 layers go before its 1x1 conv; ``code_head`` ``vgg``: the head is C's architecture with ``channels`` outputs)."""
+    3x3 layers go before its 1x1 conv; ``code_head`` ``vgg``: the head is C's architecture, ``fc_width`` and
+    ``dropout`` as C's, with ``channels`` outputs)."""
     front = Obfuscator(width, batch_norm)
     if code_head not in CODE_HEADS:
         raise ValueError(f"model.bottleneck_code_head must be one of {CODE_HEADS}, got {code_head!r}")
@@ -219,7 +220,7 @@ def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool
             raise ValueError("a bottleneck code needs the input image size")
         h, w = front.feature_hw(tuple(image_size))
         sent_hw = (h // pool, w // pool)
-    head = (VGGClassifier(front.out_channels, front.feature_hw(tuple(image_size)), channels, width, batch_norm=batch_norm)
-            if code_head == "vgg" else None)
+    head = (VGGClassifier(front.out_channels, front.feature_hw(tuple(image_size)), channels, width, fc_width=fc_width,
+                          batch_norm=batch_norm, dropout=dropout) if code_head == "vgg" else None)
     return BottleneckObfuscator(front, NoisyBottleneck(front.out_channels, channels, pool, norm, sigma, learn_sigma,
                                                        code, sent_hw, code_depth, head))

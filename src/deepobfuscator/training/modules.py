@@ -85,7 +85,7 @@ def run_obfuscator(cfg: RunConfig) -> nn.Module:
     return build_run_obfuscator(m.width, m.batch_norm, m.bottleneck_channels, m.bottleneck_pool or 1,
                                 m.bottleneck_norm, m.bottleneck_sigma or 0.0, m.bottleneck_learn_sigma,
                                 m.bottleneck_code or 0, tuple(cfg.data.image_size), m.bottleneck_code_depth,
-                                m.bottleneck_code_head)
+                                m.bottleneck_code_head, m.fc_width, m.dropout)
 
 
 def feature_shape(cfg: RunConfig) -> tuple[int, int, int]:
