@@ -206,6 +206,40 @@ def test_hardened_with_a_vgg_code_head_seeds_it_after_the_warm_epochs(tiny_cfg, 
     assert records[0]["code_seeded"] is True and "code_seeded" not in records[1]
 
 
+def test_a_run_killed_in_a_warm_epoch_resumes_with_its_warm_head(tiny_cfg, tmp_path) -> None:
+    from deepobfuscator.training import StopTraining
+    from deepobfuscator.training.checkpoint import latest_checkpoint
+    from safetensors.torch import load_file
+    tiny_cfg.method = "hardened"
+    tiny_cfg.params = {"warm_epochs": 2, "audit": False}
+    tiny_cfg.train.epochs_pretrain, tiny_cfg.train.epochs_adversarial = 3, 0
+
+    def kill(trainer, pos) -> None:
+        if pos.stage == 0 and pos.epoch == 1 and pos.step == 1:
+            raise StopTraining
+
+    first = method_trainer(tiny_cfg, tmp_path / "h", progress=False, on_step=kill)
+    with pytest.raises(StopTraining):
+        first.fit()
+    saved = load_file(str(latest_checkpoint(first.run.checkpoints) / "modules.safetensors"))
+    assert any(k.startswith("aux.") for k in saved)
+    resumed = method_trainer(tiny_cfg, tmp_path / "h", resume=True, progress=False)
+    for name, tensor in resumed.aux.state_dict().items():
+        assert torch.equal(tensor, saved[f"aux.{name}"])  # the head it had, not a fresh one
+    assert resumed.aux_optimizer.state_dict()["state"]  # and its optimiser's moments
+    # a checkpoint without the head (written before it was kept) still resumes
+    ckpt = latest_checkpoint(first.run.checkpoints) / "modules.safetensors"
+    from safetensors.torch import save_file
+    save_file({k: v for k, v in saved.items() if not k.startswith("aux.")}, str(ckpt))
+    optim = latest_checkpoint(first.run.checkpoints) / "optim.pt"
+    extra = torch.load(optim, weights_only=True)
+    extra["optimizers"].pop("aux")
+    torch.save(extra, optim)
+    old = method_trainer(tiny_cfg, tmp_path / "h", resume=True, progress=False)
+    old.fit()
+    assert not any(k.startswith("aux.") for k in load_file(str(old.run.final)))  # scaffolding, not deployed
+
+
 def test_run_modules_are_built_on_the_sent_shape() -> None:
     cfg = preset("tiny")
     cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_sigma = 2, 1, 1.0

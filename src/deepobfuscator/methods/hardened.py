@@ -198,6 +198,21 @@ class HardenedTrainer(Trainer):
                                         batch_norm=m.batch_norm, dropout=m.dropout).to(self.device)
             self.aux_optimizer = torch.optim.Adam(self.aux.parameters(), self.cfg.train.lr,
                                                   weight_decay=self.cfg.train.weight_decay)
+            self.optimizers["aux"] = self.aux_optimizer  # checkpointed with the head: a resumed warm epoch goes on
+
+    def module_dict(self) -> dict[str, nn.Module]:
+        """O, C, AR, AC and, when there is one, the warm epochs' auxiliary head (checkpointed, so a run killed in a
+        warm epoch resumes with the head it had; runs checkpointed before it was kept resume with a fresh one)."""
+        aux = getattr(self, "aux", None)
+        return {**super().module_dict(), **({"aux": aux} if aux is not None else {})}
+
+    def optional_state(self) -> tuple[str, ...]:
+        """The auxiliary head and its optimiser: absent from checkpoints written before they were kept."""
+        return ("aux",)
+
+    def final_modules(self) -> dict[str, nn.Module]:
+        """The run's four modules (the auxiliary head is training scaffolding, not part of the pipeline)."""
+        return dict(self.modules.items())
 
     def initialise_front(self, run_dir: Path) -> None:
         """Load O's VGG blocks from a finished run (a later resume overwrites them with the checkpoint)."""

@@ -86,13 +86,18 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return target if (target / "state.json").is_file() else None
 
 
-def load_checkpoint(path: Path, modules: dict[str, nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
-    """Restore modules, optimisers and the torch RNG; return the saved training state."""
+def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                    optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Restore modules, optimisers and the torch RNG; return the saved training state. Modules and optimisers named in
+    ``optional`` may be missing from the checkpoint (one written before they were checkpointed): they keep their
+    state."""
     path = Path(path)
-    load_modules(modules, path / "modules.safetensors")
+    load_modules({k: m for k, m in modules.items() if k not in optional}, path / "modules.safetensors")
+    load_modules({k: m for k, m in modules.items() if k in optional}, path / "modules.safetensors", strict=False)
     extra = torch.load(path / "optim.pt", weights_only=True)
     for key, opt in optimizers.items():
+        if key in optional and key not in extra["optimizers"]:
+            continue
         opt.load_state_dict(extra["optimizers"][key])
     torch.set_rng_state(extra["torch_rng"])
     return json.loads((path / "state.json").read_text())

@@ -124,6 +124,14 @@ class StagedTrainer:
         """Metadata stored with the final weights."""
         return {"run": self.cfg.name}
 
+    def optional_state(self) -> tuple[str, ...]:
+        """Modules (and optimisers) that checkpoints written by earlier versions may lack."""
+        return ()
+
+    def final_modules(self) -> dict[str, nn.Module]:
+        """What the final weights hold (default: every checkpointed module)."""
+        return self.module_dict()
+
     # ----------------------------------------------------------------- shared plumbing
     def set_trainable(self, *names: str) -> None:
         """Train mode + gradients for ``names``; eval mode and frozen parameters for the other modules."""
@@ -155,7 +163,7 @@ class StagedTrainer:
         ckpt = latest_checkpoint(self.run.checkpoints)
         if ckpt is None:
             return False
-        state = load_checkpoint(ckpt, self.module_dict(), self.optimizers)
+        state = load_checkpoint(ckpt, self.module_dict(), self.optimizers, optional=self.optional_state())
         self.position = Position(**state)
         if self.run.metrics.is_file() and self.sync.rank == 0:  # drop records written after the checkpoint
             lines = self.run.metrics.read_text().splitlines(keepends=True)[: self.position.metrics_lines]
@@ -198,5 +206,5 @@ class StagedTrainer:
             pos.epoch, pos.step = pos.epoch + 1, 0
             self._checkpoint()
         if self.sync.rank == 0:
-            save_modules(self.module_dict(), self.run.final, metadata=self.final_metadata())
+            save_modules(self.final_modules(), self.run.final, metadata=self.final_metadata())
         return last
