@@ -19,13 +19,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from sklearn.decomposition import PCA
 from torch import nn
 
 from ..config import RunConfig
 from ..data import Batch, BatchLoader, PreparedData
+from ..training.checkpoint import file_metadata
 from ..training.trainer import Trainer
 from ..models.factorised import Factorisation, LaplaceTail, laplace_like
 from .params import MethodParams, param, search, validate_params
@@ -102,8 +102,7 @@ class PCALaplace(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: Hybrid PCA state missing (was the run trained to the end?)")
-        with safe_open(str(path), "pt") as handle:
-            meta = handle.metadata() or {}
+        meta = file_metadata(path)
         t = load_file(str(path))
         return cls(t["mean"], t["components"], t["lo"], t["hi"], tuple(json.loads(meta["feature_shape"])),
                    float(meta["scale"]))

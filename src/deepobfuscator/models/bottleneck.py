@@ -68,9 +68,7 @@ class NoisyBottleneck(nn.Module):
         self.pooling = nn.AvgPool2d(self.pool) if self.pool > 1 else nn.Identity()
         self.whole_head = code_head is not None  # the head reads O's features itself (no conv or pooling before it)
         if self.whole_head:
-            h, w = sent_hw
-            self.conv, self.head = nn.Identity(), code_head
-            self.register_buffer("positions", torch.ones(1, 1, h, w), persistent=False)
+            self.head = code_head
         elif self.code:
             h, w = sent_hw
             layers: list[nn.Module] = []
@@ -81,11 +79,12 @@ class NoisyBottleneck(nn.Module):
             self.conv = nn.Sequential(*layers, nn.Conv2d(width, self.code, 1), nn.BatchNorm2d(self.code), nn.ReLU())
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(self.code * h * w, CODE_HIDDEN), nn.ReLU(),
                                       nn.Linear(CODE_HIDDEN, self.channels))
-            # the code is repeated over the map by a product with ones: static shapes in exported graphs (int8
-            # quantisation's shape inference rejects the dynamic Reshape/Expand a view would trace to)
-            self.register_buffer("positions", torch.ones(1, 1, h, w), persistent=False)
         else:
             self.conv = nn.Conv2d(in_channels, self.channels, 1)
+        if self.code:
+            # the code is repeated over the map by a product with ones: static shapes in exported graphs (int8
+            # quantisation's shape inference rejects the dynamic Reshape/Expand a view would trace to)
+            self.register_buffer("positions", torch.ones(1, 1, *sent_hw), persistent=False)
         batch_norm = nn.BatchNorm1d if self.code else nn.BatchNorm2d  # the code is [N, k] before its repetition
         self.norm = {"batchnorm": lambda: batch_norm(self.channels, affine=False),
                      "tanh": nn.Tanh, "none": nn.Identity}[norm]()

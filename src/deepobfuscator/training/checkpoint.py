@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -35,6 +36,12 @@ def save_modules(modules: dict[str, nn.Module], path: Path, metadata: dict[str, 
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(module_tensors(modules), str(tmp), metadata=metadata or {})
     tmp.replace(path)
+
+
+def file_metadata(path: Path) -> dict[str, str]:
+    """The string metadata a safetensors file was written with (:func:`save_modules`' ``metadata``)."""
+    with safe_open(str(path), "pt") as handle:
+        return dict(handle.metadata() or {})
 
 
 def load_modules(modules: dict[str, nn.Module], path: Path, strict: bool = True) -> None:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from safetensors import safe_open
-
-from .checkpoint import load_modules, save_modules
+from .checkpoint import file_metadata, load_modules, save_modules
 from .trainer import Trainer
 
 VAL_BEST = "val_best.safetensors"  # under checkpoints/
@@ -82,6 +80,5 @@ class ValidationChoiceTrainer(Trainer):
 def _saved_epoch(path: Any) -> int | None:
     if not path.is_file():
         return None
-    with safe_open(str(path), "pt") as handle:
-        value = (handle.metadata() or {}).get("epoch")
+    value = file_metadata(path).get("epoch")
     return int(value) if value is not None else None
