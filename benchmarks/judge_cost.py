@@ -134,7 +134,8 @@ def job_cells(record: dict[str, Any]) -> tuple[str, str, str]:
                 "; ".join(str(t["stopped_early"]) for t in fits if "stopped_early" in t),
                 "; ".join(f"{a} {_f(r.get('balanced_accuracy'))}" for a, r in record["results"].items()))
     return (f"{training.get('epochs')} ({training.get('max_epochs')})" if training.get("epochs") else "",
-            str(training.get("stopped_early", "")), f"MS-SSIM {_f(record.get('ms_ssim'))} (n={record.get('n')})")
+            str(training.get("stop") or training.get("stopped_early", "")),
+            f"MS-SSIM {_f(record.get('ms_ssim'))} (n={record.get('n')})")
 
 
 COLD_RECORDS = "judge-cold/records"  # the from-scratch m > 1 records, kept before the default judge replaces them
@@ -222,7 +223,11 @@ def partial_table(run: Path) -> list[str]:
         return []
     train_s = training_seconds(run)
     lines = []
+    others = {Path(a["work_dir"]).name for a in (load_json(run / f"judge-{j}" / "attack.json")
+                                                for j in ("quick-fast", "quick-bb")) if a}
     for work in sorted((run / "attack").glob("*/")):
+        if work.name in others:  # another judge's work folder (the quick-budget comparison)
+            continue
         records = [json.loads(p.read_text()) for p in sorted(work.glob("*.s0.json"))]
         if not records:
             continue
@@ -288,11 +293,11 @@ def main() -> int:
                 print(f"## {name} (`{run.name}`): the default judge did not finish\n")
                 print("\n".join(partial) + "\n")
             print(warm_text)
-            continue
-        print(f"## {name} (`{run.name}`)\n")
-        print("\n".join(full_table(run, training_seconds(run))))
-        print(warm_text)
-        if (run / "judge-quick-bb" / "attack.json").is_file():
+        else:
+            print(f"## {name} (`{run.name}`)\n")
+            print("\n".join(full_table(run, training_seconds(run))))
+            print(warm_text)
+        if all((run / f"judge-quick-{path}" / "attack.json").is_file() for path in ("fast", "bb")):
             print("\n### Fast path against the black-box path (quick budget, m = 1 and 8)\n")
             print("\n".join(agreement_table(run)))
         print()

@@ -24,7 +24,8 @@ DEFAULT_REPEATS = (1, 8, LIMIT)
 # what each --budget caps; "full" is the dataclass defaults below (the judge's budget), "quick" a screen
 BUDGETS: dict[str, dict[str, Any]] = {
     "full": {},
-    "quick": {"recon_epochs": 12, "attr_epochs": 20, "patience": 3, "max_train_images": 3000, "constant_steps": 60,
+    "quick": {"recon_epochs": 12, "recon_extend": 0, "attr_epochs": 20, "patience": 3, "max_train_images": 3000,
+              "constant_steps": 60,
               "inversion_steps": 200, "bootstrap": 200, "limit_draws": 8},
 }
 
@@ -62,7 +63,10 @@ class AttackSettings:
 
     attackers: list[str] | None = None  # None: every registered attacker
     split: str = "test"  # evaluation split (all: every image of the evaluation data not used by the attackers)
-    recon_epochs: int = 40  # max epochs of reconstruction attackers
+    recon_epochs: int = 40  # max epochs of reconstruction attackers (their cap)
+    # epochs a reconstruction attacker still improving at its cap may train beyond it (None: as many as the cap)
+    recon_extend: int | None = None
+    extend_min_delta: float = 0.005  # ... while each patience window lowers its best validation loss by this share
     attr_epochs: int = 60  # max epochs of attribute attackers
     patience: int = 5  # epochs without a better validation loss before stopping
     val_fraction: float = 0.15  # share of the attackers' training images held out for early stopping
@@ -92,6 +96,11 @@ class AttackSettings:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.recon_extend is None:
+            self.recon_extend = self.recon_epochs
+        if self.recon_extend < 0 or not 0 <= self.extend_min_delta < 1:
+            raise ValueError(f"recon_extend must be >= 0 and extend_min_delta in [0, 1), got {self.recon_extend} and "
+                             f"{self.extend_min_delta}")
         if self.repeat:  # "inf" from a YAML file or a command line reads as the averaging limit
             self.repeat = [parse_repeat(m) for m in self.repeat]
 

@@ -50,8 +50,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
         args.budget, attackers=args.attackers, split=args.split,
         recon_epochs=args.recon_epochs if args.recon_epochs is not None else args.epochs,
         attr_epochs=args.attr_epochs if args.attr_epochs is not None else args.epochs,
-        patience=args.patience, val_fraction=args.val_fraction, seeds=args.seeds, repeat=args.repeat,
-        limit_draws=args.limit_draws, fast=not args.black_box, warm_start=not args.cold, workers=args.workers,
+        recon_extend=args.recon_extend, patience=args.patience, val_fraction=args.val_fraction, seeds=args.seeds,
+        repeat=args.repeat, limit_draws=args.limit_draws, fast=not args.black_box, warm_start=not args.cold,
+        workers=args.workers,
         lr=args.lr, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, recon_loss=args.recon_loss,
         max_train_images=args.max_train_images, mlp_hidden=args.mlp_hidden, constant_steps=args.constant_steps,
         inversion_images=args.inversion_images,
@@ -102,6 +103,10 @@ def register_cli(subparsers: Any) -> None:
                         "from its own fit at the next smaller m (slower; for comparisons)")
     p.add_argument("--epochs", type=int, help="cap on the training epochs of every learned attacker")
     p.add_argument("--recon-epochs", type=int, help=f"max epochs of reconstruction attackers (default {d.recon_epochs})")
+    p.add_argument("--recon-extend", type=int,
+                   help=f"epochs a reconstruction attacker still improving at its cap may train beyond it, while each "
+                        f"patience window lowers its best validation loss by {d.extend_min_delta:.1%} (default "
+                        "as many as the cap; 0: stop at the cap)")
     p.add_argument("--attr-epochs", type=int, help=f"max epochs of attribute attackers (default {d.attr_epochs})")
     p.add_argument("--patience", type=int,
                    help=f"early stopping: epochs without a better validation loss (default {d.patience})")

@@ -83,6 +83,12 @@ def image_batch_loss(ctx: AttackContext):
     return loss
 
 
+def extension_settings(s: Any) -> dict[str, Any]:
+    """The cap extension's settings as a stored record keeps them (nothing when there is none: records written
+    before the extension existed match a judge run without it)."""
+    return {"extend": s.recon_extend, "min_delta": s.extend_min_delta} if s.recon_extend > 0 else {}
+
+
 class LearnedReconstructor:
     """A reconstructor architecture from the model registry, trained from scratch on the attackers' split."""
 
@@ -102,7 +108,8 @@ class LearnedReconstructor:
     def settings(self, ctx: AttackContext) -> dict[str, Any]:
         """Settings that change this attacker's result (a stored result with other values is retrained)."""
         s = ctx.settings
-        return {"architecture": self.architecture, "max_epochs": s.recon_epochs, "patience": s.patience,
+        return {"architecture": self.architecture, "max_epochs": s.recon_epochs, **extension_settings(s),
+                "patience": s.patience,
                 "val_fraction": s.val_fraction, "lr": s.lr, "batch_size": s.batch_size, "loss": s.recon_loss,
                 "max_train_images": s.max_train_images}
 
@@ -115,7 +122,8 @@ class LearnedReconstructor:
         if self.initial is not None:
             self.model.load_state_dict(self.initial.state_dict())
         record = fit_model(self.model, data.train, data.val, image_batch_loss(ctx), ctx, s, ctx.settings.recon_epochs,
-                           desc=f"attack {self.name}", with_images=True)
+                           desc=f"attack {self.name}", with_images=True, extend=ctx.settings.recon_extend,
+                           min_delta=ctx.settings.extend_min_delta)
         return {**record, "loss": ctx.settings.recon_loss, "warm_start": self.initial is not None}
 
     def evaluate(self, data: AttackData, ctx: AttackContext, seed: int) -> Evaluation:

@@ -35,6 +35,7 @@ from ..progress import progress_bar
 from ..runs import RunError
 from ..utils import atomic_write_bytes, atomic_write_json
 from .base import AttackData, Attacker, attacker_seed, repeat_label
+from .fit import past_cap_stop
 from .registry import ATTACKERS
 from .saved import load_attacker, save_attacker
 
@@ -134,11 +135,40 @@ def wanted_settings(attacker: Attacker, job: Job, ctx: Any, query_digest: str, a
             "sampling": sampling, **({"warm_from": job.warm_from} if job.warm_from else {})}
 
 
+EXTENSION_KEYS = ("extend", "min_delta")  # settings of the cap extension (attacks/fit.py), absent from older records
+
+
+def same_without_extension(record: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a record written before the cap extension existed is what ``wanted`` (with an extension) would give:
+    the other settings equal and the fit stopped where the extension rule, applied to its stored curve, stops too
+    (stopped early, or crept less than ``min_delta`` in its last window at the cap)."""
+    stored = record.get("settings") or {}
+    if any(k in stored for k in EXTENSION_KEYS) or not all(k in wanted for k in EXTENSION_KEYS):
+        return False
+    if stored != {k: v for k, v in wanted.items() if k not in EXTENSION_KEYS}:
+        return False
+    training = record.get("training") or {}
+    if training.get("stopped_early"):
+        return True
+    curve = training.get("curve") or []
+    return bool(curve) and past_cap_stop(curve, training.get("max_epochs", len(curve)), training.get("patience", 1),
+                                         wanted["extend"], wanted["min_delta"]) == "plateau"
+
+
 def stored_record(work: Path, job: Job, wanted: dict[str, Any]) -> dict[str, Any] | None:
-    """The job's stored record when it was made with ``wanted`` (and its reconstructions are there)."""
+    """The job's stored record when it was made with ``wanted`` (and its reconstructions are there). A record from
+    before the cap extension that the extension would not have changed is reused and rewritten with ``wanted``."""
     record = load_json(work / f"{job.stem}.json")
-    if not record or record.get("settings") != wanted:
+    if not record:
         return None
+    if record.get("settings") != wanted:
+        if not same_without_extension(record, wanted):
+            return None
+        training = record["training"]
+        training.update({"extend": wanted["extend"], "min_delta": wanted["min_delta"], "extended": 0,
+                         "stop": "patience" if training.get("stopped_early") else "plateau"})
+        record["settings"] = wanted
+        atomic_write_json(work / f"{job.stem}.json", record)
     if job.kind == "reconstruction" and not (work / f"{job.stem}.query.npy").is_file():
         return None
     return record

@@ -54,6 +54,31 @@ FITTED_HOOKS: list[FittedHook] = []
 single-query attacker."""
 
 
+def cap_notes(records: dict[str, dict[str, Any]], settings: AttackSettings) -> list[str]:
+    """What the reconstruction attackers' caps did: which ran out of epochs still improving, which crept at their
+    cap and stopped there, which trained past it."""
+    def stop(rec: dict[str, Any]) -> str:
+        training = rec.get("training") or {}
+        return training.get("stop") or ("patience" if training.get("stopped_early") else "cap")
+    recs = {name: rec for name, rec in records.items() if rec["kind"] == "reconstruction" and rec.get("training")}
+    names = {why: sorted({n.split("@")[0] for n, r in recs.items() if stop(r) == why})
+             for why in ("cap", "limit", "plateau")}
+    extended = sorted({f"{n} ({r['training']['extended']})" for n, r in recs.items()
+                       if (r["training"].get("extended") or 0) > 0})
+    notes = []
+    limit = settings.recon_epochs + max(settings.recon_extend, 0)
+    if names["cap"] or names["limit"]:
+        notes.append(f"reconstruction attacker(s) {', '.join(sorted(names['cap'] + names['limit']))} ran out of epochs "
+                     f"(cap {settings.recon_epochs}, limit {limit}) still improving: a larger --recon-epochs or "
+                     "--recon-extend may reconstruct better")
+    if names["plateau"]:
+        notes.append(f"reconstruction attacker(s) {', '.join(names['plateau'])} reached the cap ({settings.recon_epochs} "
+                     f"epochs) improving by less than {settings.extend_min_delta:.1%} of the loss per "
+                     f"{settings.patience} epochs, and stopped there")
+    if extended:
+        notes.append(f"trained past the cap (extra epochs): {', '.join(extended)}")
+    return notes
+
 def _digest(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -536,11 +561,7 @@ def run_attack(run_path: str | Path, settings: AttackSettings | None = None, sou
         notes.append(f"left out {data.train.excluded} attacker-training image(s) that are evaluation images")
     if setup.eval_excluded:
         notes.append(f"left out {setup.eval_excluded} evaluation image(s) that the attackers trained on")
-    capped = sorted({name for name, rec in records.items() if rec["kind"] == "reconstruction"
-                     and (rec.get("training") or {}).get("stopped_early") is False})
-    if capped:
-        notes.append(f"reconstruction attacker(s) {', '.join(capped)} ran to their epoch cap ({settings.recon_epochs}) "
-                     "without stopping early: a larger --recon-epochs may reconstruct better")
+    notes += cap_notes(records, settings)
 
     floor_names = {name for name, rec in records.items() if rec.get("floor")}
     reid = _reid(setup.evaluation.data, setup.query_indices[:settings.reid_images], kept, settings, setup.ctx.msssim,
