@@ -39,6 +39,7 @@ DEEP_HEAD = "model.bottleneck_code_depth=3"
 VGG_HEAD = "model.bottleneck_code_head=vgg"
 ENCODER_14 = "train.epochs_pretrain=14"
 NO_NOISE = "model.bottleneck_sigma=0"
+LINEAR_C = "model.classifier=linear"
 VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "encoder": ("Encoder", "encoder", []),
     "deepobfuscator": ("DeepObfuscator", "deepobfuscator", []),
@@ -96,6 +97,14 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "encoder-vgg-head-k9-drivers": ("Encoder (14 epochs) through a code head of C's architecture, k = 9, no noise, "
                                     "driver-disjoint split", "encoder",
                                     [ENCODER_14, *CODE_K9, VGG_HEAD, NO_NOISE, DRIVER_SPLIT]),
+    # C as a linear map of the position-averaged sent map (model.classifier=linear): with the code head the sent map is
+    # 9 values repeated over every position plus noise per position, so the average is all C needs; the head's seeded
+    # code is the warm head's logit differences, which a linear map decodes exactly (the diagnostic above: the
+    # paper's C reading the repeated code learns slowly, 0.48 after 11 of 22 Encoder epochs without any noise)
+    "vgg-head-k9-linear-c": ("hardened (code head = C's architecture, k = 9, C linear on the averaged code)",
+                             "hardened", CODE_K9 + [VGG_HEAD, LINEAR_C]),
+    "vgg-head-k9-linear-c-drivers": ("hardened (code head = C's architecture, k = 9, C linear on the averaged code), "
+                                     "driver-disjoint split", "hardened", CODE_K9 + [VGG_HEAD, LINEAR_C, DRIVER_SPLIT]),
 }
 ATTACKERS = ["vgg", "resnet", "linear", "mlp", "mirror"]
 

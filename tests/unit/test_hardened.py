@@ -704,3 +704,23 @@ def test_label_matrix_takes_a_class_count_per_column() -> None:
     assert label_matrix(labels).shape == (2, 5)  # counts from the batch: 2 and 3
     with pytest.raises(ValueError):
         label_matrix(labels, [2])
+
+
+def test_c_can_be_a_linear_map_of_the_averaged_code(tiny_cfg, tmp_path) -> None:
+    from deepobfuscator.deploy.export import export_run
+    from deepobfuscator.models.heads import LinearProbe
+    from deepobfuscator.registry import UnknownNameError
+    tiny_cfg.method = "hardened"
+    tiny_cfg.model.bottleneck_code_head, tiny_cfg.model.classifier = "vgg", "linear"
+    tiny_cfg.params = {"warm_epochs": 1, "audit": False}
+    tiny_cfg.train.epochs_pretrain, tiny_cfg.train.epochs_adversarial = 2, 0
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    assert isinstance(trainer.modules.classifier, LinearProbe)
+    trainer.fit()
+    assert "classifier: linear" in (tmp_path / "h" / "config.yaml").read_text()
+    assert (tmp_path / "h" / "checkpoints" / "final.safetensors").is_file()
+    card = export_run(tmp_path / "h")
+    assert "classifier" in card["parity"]  # the cloud part exports (and passes parity) like the paper's C
+    tiny_cfg.model.classifier = "nope"
+    with pytest.raises(UnknownNameError, match="unknown classifier 'nope'.*linear"):
+        method_trainer(tiny_cfg, tmp_path / "bad", progress=False)
