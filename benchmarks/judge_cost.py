@@ -97,10 +97,28 @@ def attacker_values(record: dict[str, Any], of_fit: Callable[[dict[str, Any] | N
     return [("MS-SSIM", record.get("ms_ssim"), record.get("ms_ssim_ci95"), of_fit(record.get("training")))]
 
 
+QUICK_IMAGES = 3000  # the quick budget's max_train_images: how a quick judge's work folder is recognised
+
+
+def quick_work(run: Path, sampling: str) -> Path | None:
+    """The work folder of the quick judge on ``sampling``'s path (``fast`` or ``black-box``), found from its records
+    (so an unfinished judge, which has written no attack.json, is read too)."""
+    for work in sorted((run / "attack").glob("*/")):
+        for path in work.glob("*.s0.json"):
+            settings = json.loads(path.read_text()).get("settings") or {}
+            if settings.get("sampling") == sampling and settings.get("max_train_images") == QUICK_IMAGES:
+                return work
+            break
+    return None
+
+
 def agreement_table(run: Path) -> list[str]:
-    fast = json.loads((run / "judge-quick-fast" / "attack.json").read_text())
-    slow = json.loads((run / "judge-quick-bb" / "attack.json").read_text())
-    a, b = job_rows(fast, local_work(run, fast)), job_rows(slow, local_work(run, slow))
+    """Every job both quick judges finished, side by side (from their work folders)."""
+    fast, slow = (load_json(run / f"judge-quick-{j}" / "attack.json") for j in ("fast", "bb"))
+    works = quick_work(run, "fast"), quick_work(run, "black-box")
+    if None in works:
+        return []
+    a, b = (job_rows({"sampling": {"path": path}}, work) for path, work in zip(("fast", "black-box"), works))
     lines = ["| attacker | m | what | fast path [95% CI] | black-box path [95% CI] | fast inside black-box CI | "
              "s/epoch fast | s/epoch black-box | speed-up | job s fast | job s black-box |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -115,12 +133,20 @@ def agreement_table(run: Path) -> list[str]:
             job_speed = (b[key].get("seconds") or 0) / max(a[key].get("seconds") or 1e-9, 1e-9)
             lines.append(f"| {key[0]} | {key[1]} | {what} | {_f(va)}{_ci(ca)} | {_f(vb)}{_ci(cb)} | "
                          f"{'yes' if ok else 'no' if ok is not None else 'n/a'} | {_f(ea, 1)} | {_f(eb, 1)} | "
-                         f"{_f(speed, 1)}x | {_f(a[key].get('seconds'), 0)} | {_f(b[key].get('seconds'), 0)} "
+                         f"{_f(speed, 1) + ('x' if speed else '')} | {_f(a[key].get('seconds'), 0)} | "
+                         f"{_f(b[key].get('seconds'), 0)} "
                          f"({job_speed:.1f}x) |")
     lines += ["", f"Fast-path values inside the black-box path's 95% interval: {inside} of {total} "
-                  "(attackers and decoders; floors excluded).",
-              f"Whole quick judge (m = 1, 8): fast {fast['timing']['total_s']:.0f} s, black-box "
-              f"{slow['timing']['total_s']:.0f} s ({slow['timing']['total_s'] / fast['timing']['total_s']:.1f}x)."]
+                  "(attackers and decoders; floors excluded)."]
+    if fast and slow:
+        lines.append(f"Whole quick judge (m = 1, 8): fast {fast['timing']['total_s']:.0f} s, black-box "
+                     f"{slow['timing']['total_s']:.0f} s ({slow['timing']['total_s'] / fast['timing']['total_s']:.1f}x).")
+    else:
+        shared = sorted(set(a) & set(b))
+        ja, jb = (sum(rows[k].get("seconds") or 0 for k in shared) for rows in (a, b))
+        lines.append(f"Unfinished judges (stopped; {len(a)} fast and {len(b)} black-box jobs done): the {len(shared)} "
+                     f"jobs both finished took {ja:.0f} s on the fast path and {jb:.0f} s on the black-box path "
+                     f"({jb / max(ja, 1e-9):.1f}x).")
     return lines
 
 
@@ -223,8 +249,7 @@ def partial_table(run: Path) -> list[str]:
         return []
     train_s = training_seconds(run)
     lines = []
-    others = {Path(a["work_dir"]).name for a in (load_json(run / f"judge-{j}" / "attack.json")
-                                                for j in ("quick-fast", "quick-bb")) if a}
+    others = {w.name for w in (quick_work(run, "fast"), quick_work(run, "black-box")) if w}
     for work in sorted((run / "attack").glob("*/")):
         if work.name in others:  # another judge's work folder (the quick-budget comparison)
             continue
@@ -297,9 +322,10 @@ def main() -> int:
             print(f"## {name} (`{run.name}`)\n")
             print("\n".join(full_table(run, training_seconds(run))))
             print(warm_text)
-        if all((run / f"judge-quick-{path}" / "attack.json").is_file() for path in ("fast", "bb")):
+        agreement = agreement_table(run) if (run / "attack").is_dir() else []
+        if agreement:
             print("\n### Fast path against the black-box path (quick budget, m = 1 and 8)\n")
-            print("\n".join(agreement_table(run)))
+            print("\n".join(agreement))
         print()
     if timings:
         print(f"(process wall seconds of this invocation: {json.dumps(timings)})")
