@@ -79,6 +79,7 @@ def cap_notes(records: dict[str, dict[str, Any]], settings: AttackSettings) -> l
         notes.append(f"trained past the cap (extra epochs): {', '.join(extended)}")
     return notes
 
+
 def _digest(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
