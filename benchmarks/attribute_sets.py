@@ -173,6 +173,45 @@ def table(out: Path) -> list[str]:
     return lines + body + ([""] + notes if notes else []) if body else lines + ["", "(no set judged yet)"]
 
 
+def decoder_table(out: Path) -> list[str]:
+    """Every full-budget decoder job a set's judge finished (read from its work folders, so a judge still running or
+    stopped is read too): MS-SSIM with its 95% interval per decoder and repeat count, the epochs, why it stopped, and
+    the best decoder's margin above the best constant image (goal: at most 0.05)."""
+    lines = []
+    for key in SETS:
+        for variant in VARIANTS:
+            work_root = out / f"s{key}-{variant}" / "attack"
+            for work in sorted(work_root.glob("*/")) if work_root.is_dir() else []:
+                records = [json.loads(p.read_text()) for p in sorted(work.glob("*.s0.json"))]
+                recs = [r for r in records if r.get("kind") == "reconstruction" and r.get("ms_ssim") is not None
+                        and (r.get("settings") or {}).get("max_train_images", "full") is None]
+                floors = {r.get("m", "1"): r for r in recs if r["name"] == "constant"}
+                learned = [r for r in recs if (r.get("training") or {}).get("epochs") and not r.get("floor")]
+                if not learned or not floors:
+                    continue
+                lines += ["", f"Set {key}, {VARIANTS[variant]} (work folder `{work.name}`, full budget):", "",
+                          "| m | decoder | MS-SSIM [95% CI] | epochs (cap) | stopped | above the constant image |",
+                          "|---|---|---|---|---|---|"]
+                for m in ("1", "8", "inf"):
+                    floor = floors.get(m)
+                    at_m = sorted((r for r in learned if r.get("m", "1") == m), key=lambda r: -r["ms_ssim"])
+                    for i, r in enumerate(at_m):
+                        t = r["training"]
+                        ci = r.get("ms_ssim_ci95") or [None, None]
+                        above = r["ms_ssim"] - floor["ms_ssim"] if floor else None
+                        mark = "" if i or above is None else (" (best: met)" if above <= 0.05 else " (best: missed)")
+                        stop = t.get("stop") or ("patience" if t.get("stopped_early") else "cap")
+                        lines.append(f"| {m} | {r['name']} | {r['ms_ssim']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
+                                     f"{t.get('epochs')} ({t.get('max_epochs')}) | {stop} | "
+                                     f"{'' if above is None else f'{above:+.3f}'}{mark} |")
+                    if floor:
+                        ci = floor.get("ms_ssim_ci95") or [None, None]
+                        lines.append(f"| {m} | constant (floor) | {floor['ms_ssim']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] "
+                                     "| | | |")
+    return (["", "## Decoders at full budget (`deepobf attack` defaults: every training image, 40-epoch cap, "
+             "patience 5)"] + lines) if lines else []
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
@@ -189,7 +228,7 @@ def main() -> int:
             p.error("--data is needed to train and judge (or pass --table-only)")
         for key in args.only:
             run_set(args.out, key, args.data, args.methods, args.split)
-    print("\n".join(table(args.out)))
+    print("\n".join(table(args.out) + decoder_table(args.out)))
     return 0
 
 
