@@ -123,9 +123,10 @@ def test_cap_notes_name_each_case():
         training = {"stopped_early": early, **({"stop": stop, "extended": extended} if stop else {})}
         return {"kind": "reconstruction", "training": training}
     records = {"mirror": rec("plateau", False), "resrec": rec("patience", False, 7), "urec1": rec("limit", False, 40),
-               "urec2": rec(None, False), "linear": {"kind": "attribute", "training": {}}}
+               "urec2": rec(None, False), "linear": {"kind": "attribute", "training": {}},
+               "constant": {"kind": "reconstruction", "training": {"steps": 150}}}  # a floor: no epochs, no cap
     notes = " | ".join(cap_notes(records, AttackSettings()))
     assert "urec1, urec2 ran out of epochs (cap 40, limit 80)" in notes
     assert "mirror reached the cap (40 epochs) improving by less than 0.5%" in notes
-    assert "resrec (7)" in notes and "urec1 (40)" in notes and "linear" not in notes
+    assert "resrec (7)" in notes and "urec1 (40)" in notes and "linear" not in notes and "constant" not in notes
     assert cap_notes({"resrec": rec("patience", True)}, AttackSettings()) == []

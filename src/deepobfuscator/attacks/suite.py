@@ -57,9 +57,10 @@ single-query attacker."""
 def cap_notes(records: dict[str, dict[str, Any]], settings: AttackSettings) -> list[str]:
     """What the reconstruction attackers' caps did: which ran out of epochs still improving, which crept at their
     cap and stopped there, which trained past it."""
-    def stop(rec: dict[str, Any]) -> str:
+    def stop(rec: dict[str, Any]) -> str | None:  # None: not trained by epochs (floors, the inversion)
         training = rec.get("training") or {}
-        return training.get("stop") or ("patience" if training.get("stopped_early") else "cap")
+        early = training.get("stopped_early")
+        return training.get("stop") or (None if early is None else "patience" if early else "cap")
     recs = {name: rec for name, rec in records.items() if rec["kind"] == "reconstruction" and rec.get("training")}
     names = {why: sorted({n.split("@")[0] for n, r in recs.items() if stop(r) == why})
              for why in ("cap", "limit", "plateau")}
