@@ -74,15 +74,19 @@ def _f(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def method_name(cfg: dict[str, Any]) -> str:
+    """A config.yaml's method (a name, or a mapping with its name and parameters)."""
+    return cfg["method"]["name"] if isinstance(cfg["method"], dict) else cfg["method"]
+
+
 def load(run: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     config = (run / "config.yaml").read_text()
     import yaml
 
     cfg = yaml.safe_load(config)
     attack = json.loads((run / "attack.json").read_text()) if (run / "attack.json").is_file() else None
-    method = cfg["method"]["name"] if isinstance(cfg["method"], dict) else cfg["method"]
     summary = run / "train_summary.json"
-    if attack is None and method == "encoder" and summary.is_file():
+    if attack is None and method_name(cfg) == "encoder" and summary.is_file():
         # a reference not yet judged: its intended accuracy on the same test split still serves
         test = json.loads(summary.read_text())["test"]["C_acc"]
         attack = {"utility": {a: {"accuracy": v} for a, v in test.items()}, "unjudged": True}
@@ -143,10 +147,9 @@ def table(out: Path) -> list[str]:
     for group, runs in sorted(groups.items()):
         loaded = {run: load(run) for run in runs}
         for run, (cfg, attack) in sorted(loaded.items()):
-            method = cfg["method"]["name"] if isinstance(cfg["method"], dict) else cfg["method"]
+            method = method_name(cfg)
             sets = f"{','.join(cfg['data']['task'])}/{','.join(cfg['data']['private'])}"
-            reference = next((a for r, (c, a) in loaded.items() if a and (c["method"]["name"] if isinstance(
-                c["method"], dict) else c["method"]) == "encoder" and
+            reference = next((a for r, (c, a) in loaded.items() if a and method_name(c) == "encoder" and
                 f"{','.join(c['data']['task'])}/{','.join(c['data']['private'])}" == sets), None)
             if attack is None or attack.get("unjudged"):
                 continue  # an unjudged Encoder still serves as the reference of the intended accuracy

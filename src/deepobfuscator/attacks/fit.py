@@ -8,6 +8,7 @@ Below the cap the rule is plain early stopping, so a fit that stopped early is t
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from typing import Any, Callable
@@ -45,7 +46,7 @@ def past_cap_stop(curve: list[dict[str, Any]], max_epochs: int, patience: int, e
     done = len(curve)
     if done < max_epochs:
         return None
-    if extend <= 0:
+    if extend <= 0 or not curve:
         return "cap"
     if done >= max_epochs + extend:
         return "limit"
@@ -78,16 +79,13 @@ def fit_model(model: nn.Module, train: FeatureSet, val: FeatureSet, batch_loss: 
     started = time.perf_counter()
     best_loss, best_epoch, best_state = math.inf, -1, copy.deepcopy(model.state_dict())
     curve: list[dict[str, Any]] = []
-    stop = "cap"
-    for epoch in range(max_epochs + max(extend, 0)):
-        if epoch >= max_epochs:
-            why = past_cap_stop(curve, max_epochs, s.patience, extend, min_delta)
-            if why is not None:
-                stop = why
-                break
-            if epoch == max_epochs:
-                bar.total = (max_epochs + extend) * batches
-        stop = "limit" if extend > 0 else "cap"
+    stop: str | None = None
+    for epoch in itertools.count():
+        stop = past_cap_stop(curve, max_epochs, s.patience, extend, min_delta)
+        if stop is not None:
+            break
+        if epoch == max_epochs:  # training on past the cap
+            bar.total = (max_epochs + extend) * batches
         torch.manual_seed(seed * 10_007 + epoch)
         model.train()
         losses = []

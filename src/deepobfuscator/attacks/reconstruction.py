@@ -83,10 +83,13 @@ def image_batch_loss(ctx: AttackContext):
     return loss
 
 
+EXTENSION_KEYS = ("extend", "min_delta")  # the cap extension's settings in a record (absent from older records)
+
+
 def extension_settings(s: Any) -> dict[str, Any]:
     """The cap extension's settings as a stored record keeps them (nothing when there is none: records written
     before the extension existed match a judge run without it)."""
-    return {"extend": s.recon_extend, "min_delta": s.extend_min_delta} if s.recon_extend > 0 else {}
+    return dict(zip(EXTENSION_KEYS, (s.recon_extend, s.extend_min_delta))) if s.recon_extend > 0 else {}
 
 
 class LearnedReconstructor:

@@ -36,6 +36,7 @@ from ..runs import RunError
 from ..utils import atomic_write_bytes, atomic_write_json
 from .base import AttackData, Attacker, attacker_seed, repeat_label
 from .fit import past_cap_stop
+from .reconstruction import EXTENSION_KEYS
 from .registry import ATTACKERS
 from .saved import load_attacker, save_attacker
 
@@ -135,24 +136,23 @@ def wanted_settings(attacker: Attacker, job: Job, ctx: Any, query_digest: str, a
             "sampling": sampling, **({"warm_from": job.warm_from} if job.warm_from else {})}
 
 
-EXTENSION_KEYS = ("extend", "min_delta")  # settings of the cap extension (attacks/fit.py), absent from older records
-
-
-def same_without_extension(record: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether a record written before the cap extension existed is what ``wanted`` (with an extension) would give:
-    the other settings equal and the fit stopped where the extension rule, applied to its stored curve, stops too
-    (stopped early, or crept less than ``min_delta`` in its last window at the cap)."""
+def legacy_stop(record: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    """Why a record written before the cap extension existed stopped, when that is where ``wanted`` (with an
+    extension) would stop too: the other settings equal and the fit stopped early (``patience``) or crept less than
+    ``min_delta`` in its last window at the cap (``plateau``, the extension rule applied to its stored curve).
+    None: the record is not what ``wanted`` would give."""
     stored = record.get("settings") or {}
     if any(k in stored for k in EXTENSION_KEYS) or not all(k in wanted for k in EXTENSION_KEYS):
-        return False
+        return None
     if stored != {k: v for k, v in wanted.items() if k not in EXTENSION_KEYS}:
-        return False
+        return None
     training = record.get("training") or {}
     if training.get("stopped_early"):
-        return True
+        return "patience"
     curve = training.get("curve") or []
-    return bool(curve) and past_cap_stop(curve, training.get("max_epochs", len(curve)), training.get("patience", 1),
-                                         wanted["extend"], wanted["min_delta"]) == "plateau"
+    why = curve and past_cap_stop(curve, training.get("max_epochs", len(curve)), training.get("patience", 1),
+                                  wanted["extend"], wanted["min_delta"])
+    return "plateau" if why == "plateau" else None
 
 
 def stored_record(work: Path, job: Job, wanted: dict[str, Any]) -> dict[str, Any] | None:
@@ -162,11 +162,11 @@ def stored_record(work: Path, job: Job, wanted: dict[str, Any]) -> dict[str, Any
     if not record:
         return None
     if record.get("settings") != wanted:
-        if not same_without_extension(record, wanted):
+        stop = legacy_stop(record, wanted)
+        if stop is None:
             return None
-        training = record["training"]
-        training.update({"extend": wanted["extend"], "min_delta": wanted["min_delta"], "extended": 0,
-                         "stop": "patience" if training.get("stopped_early") else "plateau"})
+        record["training"].update({"extend": wanted["extend"], "min_delta": wanted["min_delta"], "extended": 0,
+                                   "stop": stop})
         record["settings"] = wanted
         atomic_write_json(work / f"{job.stem}.json", record)
     if job.kind == "reconstruction" and not (work / f"{job.stem}.query.npy").is_file():

@@ -67,7 +67,7 @@ def cap_notes(records: dict[str, dict[str, Any]], settings: AttackSettings) -> l
     extended = sorted({f"{n} ({r['training']['extended']})" for n, r in recs.items()
                        if (r["training"].get("extended") or 0) > 0})
     notes = []
-    limit = settings.recon_epochs + max(settings.recon_extend, 0)
+    limit = settings.recon_epochs + settings.recon_extend
     if names["cap"] or names["limit"]:
         notes.append(f"reconstruction attacker(s) {', '.join(sorted(names['cap'] + names['limit']))} ran out of epochs "
                      f"(cap {settings.recon_epochs}, limit {limit}) still improving: a larger --recon-epochs or "
