@@ -7,6 +7,7 @@ within 5 points of the Encoder, best fresh driver attacker <= 0.10, chance 1/26)
     python benchmarks/statefarm_cpu.py                            # every variant (tens of minutes on 2 CPU threads)
     python benchmarks/statefarm_cpu.py --variants encoder,hardened
     python benchmarks/statefarm_cpu.py --quick                    # smoke test: 400 images, one epoch per stage
+    python benchmarks/statefarm_cpu.py --variants default-code-k9 --split 1   # a second split and training seed
 
 Reports, on the held-out test split: C's behaviour accuracy, the co-trained adversary's driver accuracy (a
 training signal, not a result), the best fresh driver attacker's accuracy (vgg, resnet, linear, mlp) with its
@@ -150,17 +151,19 @@ def train_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     cfg.train.threads = args.threads
     cfg.train.device = args.device
     cfg.train.seed = args.seed
+    if args.split:  # another split of the images and another training seed (as attribute_sets.py --split)
+        cfg.data.split_seed = cfg.train.seed = args.split
     cfg = apply_overrides(cfg, overrides)
     if args.quick:
         cfg.data.max_images = 400
         cfg.train.epochs_pretrain, cfg.train.epochs_attacker, cfg.train.epochs_adversarial = 2, 1, 1
         cfg.baseline = {**cfg.baseline, "warm_epochs": min(1, int(cfg.baseline.get("warm_epochs", 0)))}
-    out = Path(args.out) / f"statefarm-cpu-{name}"
+    out = Path(args.out) / f"statefarm-cpu-{name}{f'-split{args.split}' if args.split else ''}"
     if out.exists() and args.fresh:
         shutil.rmtree(out)
     summary = train_run(cfg, out, resume=out.exists(), progress=not args.no_progress)
     row: dict[str, Any] = {
-        "variant": label, "method": method, "overrides": overrides, "run": str(out),
+        "variant": label + (f", split {args.split} (seed {args.split})" if args.split else ""), "method": method, "overrides": overrides, "run": str(out),
         "test_images": summary["test_images"], "behaviour_acc": summary["test"]["C_acc"]["behaviour"],
         "driver_acc_cotrained": summary["test"].get("AC_acc", {}).get("driver"), "majority": summary["majority_rate"],
         "behaviour_acc_noise_off": None if args.quick else behaviour_without_noise(out),
@@ -200,6 +203,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", type=int, default=0,
+                        help="another split of the images and training seed (data.split_seed = train.seed = SPLIT)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
     parser.add_argument("--behaviour-only", default="", type=lambda v: [x for x in v.split(",") if x],

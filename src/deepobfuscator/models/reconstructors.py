@@ -1,10 +1,92 @@
-"""Adversary reconstructors: features -> image in [0, 1]. The attacker never sees pooling indices."""
+"""Adversary reconstructors: features -> image in [0, 1]. The attacker never sees pooling indices.
+
+Every decoder here doubles its resolution by nearest upsampling followed by a 3x3 stride-1 convolution. That pair is
+run as one stride-2 transposed convolution with a 4x4 kernel summed from the 3x3 one (:func:`nearest_up2_conv`): the
+same function of the same parameters (equal to float rounding, gradients included), without the 4x-larger upsampled
+map and with 16 instead of 36 multiply-adds per input pixel and channel pair. :class:`UpsampleSequential` applies it
+where it is exact (a 2x nearest upsampling into such a convolution) and runs every other pair as written; its modules
+and state dict are those of a plain ``nn.Sequential``, so fitted decoders load either way.
+"""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .vgg import scaled
+
+# k x d: which rows of a 3x3 kernel a 4x4 stride-2 transposed kernel sums (nearest 2x upsampling, then padding 1)
+_UP2 = torch.tensor([[0., 0., 1.], [0., 1., 1.], [1., 1., 0.], [1., 0., 0.]])
+_FUSE = {"enabled": True}
+
+
+@contextmanager
+def plain_upsampling() -> Iterator[None]:
+    """Run decoders as written (upsample, then convolve) inside the block: the reference for the fused path."""
+    before = _FUSE["enabled"]
+    _FUSE["enabled"] = False
+    try:
+        yield
+    finally:
+        _FUSE["enabled"] = before
+
+
+def nearest_up2_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv2d(upsample_nearest_2x(x), weight, bias, padding=1)`` for a 3x3 ``weight [O, I, 3, 3]``, computed as
+    one stride-2 transposed convolution of ``x`` (output ``[N, O, 2h, 2w]``)."""
+    up = _UP2.to(dtype=weight.dtype, device=weight.device)
+    kernel = torch.einsum("kd,oide,le->iokl", up, weight, up)  # [I, O, 4, 4], the transposed conv's layout
+    return F.conv_transpose2d(x, kernel, bias, stride=2, padding=1)
+
+
+def _as_conv3x3(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The ``conv2d`` weight and bias of a 3x3, stride-1, padding-1, ungrouped convolution (a stride-1 transposed
+    one is the convolution with its kernel flipped and its channels swapped); None for anything else."""
+    if type(layer) is nn.Conv2d:
+        if (layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.groups, layer.padding_mode) != (
+                (3, 3), (1, 1), (1, 1), (1, 1), 1, "zeros"):
+            return None
+        return layer.weight, layer.bias
+    if type(layer) is nn.ConvTranspose2d:
+        if (layer.kernel_size, layer.stride, layer.padding, layer.output_padding, layer.dilation, layer.groups) != (
+                (3, 3), (1, 1), (1, 1), (0, 0), (1, 1), 1):
+            return None
+        return layer.weight.transpose(0, 1).flip(-1, -2), layer.bias
+    return None
+
+
+def _doubles(upsample: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``upsample`` is a nearest upsampling of ``x`` to exactly twice its height and width."""
+    if type(upsample) is not nn.Upsample or upsample.mode != "nearest":
+        return False
+    h, w = x.shape[-2:]
+    if upsample.size is not None:
+        size = upsample.size if isinstance(upsample.size, tuple) else (upsample.size, upsample.size)
+        return tuple(size) == (2 * h, 2 * w)
+    scale = upsample.scale_factor
+    scale = scale if isinstance(scale, tuple) else (scale, scale)
+    return tuple(float(s) for s in scale) == (2.0, 2.0)
+
+
+class UpsampleSequential(nn.Sequential):
+    """``nn.Sequential`` that runs each 2x nearest upsampling followed by a 3x3 convolution as
+    :func:`nearest_up2_conv` (same modules, same state dict, same function)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102 - nn.Sequential's contract
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            if (_FUSE["enabled"] and i + 1 < len(layers) and _doubles(layers[i], x)
+                    and (conv := _as_conv3x3(layers[i + 1])) is not None):
+                x = nearest_up2_conv(x, *conv)
+                i += 2
+                continue
+            x = layers[i](x)
+            i += 1
+        return x
 
 
 def deconv(in_ch: int, out_ch: int, batch_norm: bool = True) -> list[nn.Module]:
@@ -24,7 +106,7 @@ class MirrorReconstructor(nn.Module):
         super().__init__()
         h, w = image_size
         c128, c64 = scaled(128, width), scaled(64, width)
-        self.net = nn.Sequential(
+        self.net = UpsampleSequential(
             nn.Upsample(size=(h // 2, w // 2), mode="nearest"),
             *deconv(in_channels, c128, batch_norm),
             *deconv(c128, c64, batch_norm),
@@ -52,7 +134,7 @@ def image_head(in_ch: int, image_size: tuple[int, int], width: float, batch_norm
     """The decoder tail shared by attack reconstructors: two upsamplings to exactly ``image_size``, then RGB."""
     h, w = image_size
     c64 = scaled(64, width)
-    return nn.Sequential(
+    return UpsampleSequential(
         nn.Upsample(size=(max(1, h // 2), max(1, w // 2)), mode="nearest"),
         *conv_bn_relu(in_ch, c64, batch_norm),
         nn.Upsample(size=(h, w), mode="nearest"),
@@ -97,9 +179,22 @@ class UNetReconstructor(nn.Module):
             x = block(x)
             skips.append(x)
         for block, skip in zip(self.up, reversed(skips[:-1])):
-            x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="nearest")
-            x = block(torch.cat([x, skip], dim=1))
+            x = up_concat_block(block, x, skip)
         return self.head(x)
+
+
+def up_concat_block(block: nn.Sequential, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``block(cat([upsample_nearest(x, skip's size), skip]))``; when that upsampling doubles ``x`` and the block
+    opens with a 3x3 convolution, the convolution is split over the two inputs and its upsampled half run as
+    :func:`nearest_up2_conv` (the same function)."""
+    conv = _as_conv3x3(block[0]) if _FUSE["enabled"] else None
+    if conv is None or tuple(skip.shape[-2:]) != (2 * x.shape[-2], 2 * x.shape[-1]):
+        x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+        return block(torch.cat([x, skip], dim=1))
+    weight, bias = conv
+    split = x.shape[1]
+    y = nearest_up2_conv(x, weight[:, :split], bias) + F.conv2d(skip, weight[:, split:], None, padding=1)
+    return block[1:](y)
 
 
 class ResidualBlock(nn.Module):
