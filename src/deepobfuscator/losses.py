@@ -86,7 +86,10 @@ def resolve_msssim(cfg: MSSSIMConfig, image_size: tuple[int, int] | list[int]) -
 
 
 def _blur(maps: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
-    """pytorch_msssim's separable Gaussian filter applied to every channel of ``maps`` in one grouped conv per axis."""
+    """pytorch_msssim's separable Gaussian filter applied to every channel of ``maps`` in one grouped conv per axis
+    (on a channels-last copy: the depthwise convolution runs several times faster in that layout on CPUs)."""
+    if maps.dim() == 4:
+        maps = maps.contiguous(memory_format=torch.channels_last)
     return gaussian_filter(maps, win.repeat([maps.shape[1], 1, 1, 1]))
 
 
