@@ -109,6 +109,11 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     # the deployed noise costs nothing at test time (C reads the same with it switched off: 0.539 / 0.536 with the
     # penalties, 0.673 / 0.664 without), so the loss is in what the code learns; dropout (0.5) sits in the code head's
     # FC layers and again in C's: the code C trains on is dropped out as well as noised
+    # the bottleneck stage keeps what the warm epochs learnt but adds little (C at the seeding epoch validates about
+    # where it ends): most of stage 1 as warm Encoder-style epochs (9 of 14 instead of the rule's 5), the code head
+    # seeded from a head that has learnt the behaviour
+    "vgg-head-k9-warm9": ("hardened (code head = C's architecture, k = 9, 9 warm epochs of 14)", "hardened",
+                          CODE_K9 + [VGG_HEAD, "method.warm_epochs=9"]),
     "vgg-head-k9-nodropout": ("hardened (code head = C's architecture, k = 9, no dropout)", "hardened",
                               CODE_K9 + [VGG_HEAD, "model.dropout=0"]),
 }

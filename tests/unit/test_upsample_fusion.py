@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepobfuscator.models import build_reconstructor
-from deepobfuscator.models.reconstructors import UpsampleSequential, nearest_up2_conv, plain_upsampling
+from deepobfuscator.models.reconstructors import (
+    MIN_FUSED_CHANNELS, UpsampleSequential, nearest_up2_conv, plain_upsampling,
+)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -56,8 +58,8 @@ def _upsample_calls(model: nn.Module) -> list[int]:
 def test_decoders_fused_equal_written_out(name: str, feature_hw: tuple[int, int], image_size: tuple[int, int],
                                           fused_upsamplings: int) -> None:
     torch.manual_seed(0)
-    model = build_reconstructor(name, 3, feature_hw, image_size, width=0.125).double().train()
-    x = torch.randn(4, 3, *feature_hw, dtype=torch.float64)
+    model = build_reconstructor(name, MIN_FUSED_CHANNELS, feature_hw, image_size, width=0.125).double().train()
+    x = torch.randn(4, MIN_FUSED_CHANNELS, *feature_hw, dtype=torch.float64)
     calls = _upsample_calls(model)
     ref, ref_grads = _outputs_and_grads(model, x, plain=True)
     written_out = calls[0]
@@ -71,20 +73,23 @@ def test_decoders_fused_equal_written_out(name: str, feature_hw: tuple[int, int]
 
 def test_fused_sequential_keeps_the_plain_state_dict() -> None:
     """Fitted decoders saved before the fusion load into the fused modules and back."""
-    layers = [nn.Upsample(size=(8, 8), mode="nearest"), nn.Conv2d(2, 3, 3, padding=1), nn.ReLU()]
+    c = MIN_FUSED_CHANNELS
+    layers = [nn.Upsample(size=(8, 8), mode="nearest"), nn.Conv2d(c, 3, 3, padding=1), nn.ReLU()]
     plain, fused = nn.Sequential(*layers), UpsampleSequential(*layers)
     assert list(plain.state_dict()) == list(fused.state_dict())
-    x = torch.randn(1, 2, 4, 4)
+    x = torch.randn(1, c, 4, 4)
     torch.testing.assert_close(fused(x), plain(x), rtol=1e-5, atol=1e-5)
 
 
 def test_other_layers_after_an_upsampling_run_as_written() -> None:
-    """A strided, dilated or 1x1 convolution after the upsampling is not the fused pattern."""
+    """A strided, dilated or 1x1 convolution after the upsampling is not the fused pattern, and a 3x3 one with fewer
+    input channels than MIN_FUSED_CHANNELS runs as written (faster that way)."""
     torch.manual_seed(0)
-    for conv in (nn.Conv2d(2, 3, 3, padding=2, dilation=2), nn.Conv2d(2, 3, 1), nn.Conv2d(2, 3, 3, stride=2, padding=1),
-                 nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1)):
+    c = MIN_FUSED_CHANNELS
+    for conv in (nn.Conv2d(c, 3, 3, padding=2, dilation=2), nn.Conv2d(c, 3, 1), nn.Conv2d(c, 3, 3, stride=2, padding=1),
+                 nn.ConvTranspose2d(c, 3, 3, stride=2, padding=1, output_padding=1), nn.Conv2d(c - 1, 3, 3, padding=1)):
         seq = UpsampleSequential(nn.Upsample(scale_factor=2, mode="nearest"), conv).double()
-        x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+        x = torch.randn(2, conv.in_channels, 5, 5, dtype=torch.float64)
         calls = _upsample_calls(seq)
         with torch.no_grad():
             out = seq(x)

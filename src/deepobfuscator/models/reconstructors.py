@@ -4,7 +4,8 @@ Every decoder here doubles its resolution by nearest upsampling followed by a 3x
 run as one stride-2 transposed convolution with a 4x4 kernel summed from the 3x3 one (:func:`nearest_up2_conv`): the
 same function of the same parameters (equal to float rounding, gradients included), without the 4x-larger upsampled
 map and with 16 instead of 36 multiply-adds per input pixel and channel pair. :class:`UpsampleSequential` applies it
-where it is exact (a 2x nearest upsampling into such a convolution) and runs every other pair as written; its modules
+where it is exact (a 2x nearest upsampling into such a convolution) and pays (at least ``MIN_FUSED_CHANNELS`` input
+channels) and runs every other pair as written; its modules
 and state dict are those of a plain ``nn.Sequential``, so fitted decoders load either way.
 """
 from __future__ import annotations
@@ -21,6 +22,10 @@ from .vgg import scaled
 # k x d: which rows of a 3x3 kernel a 4x4 stride-2 transposed kernel sums (nearest 2x upsampling, then padding 1)
 _UP2 = torch.tensor([[0., 0., 1.], [0., 1., 1.], [1., 1., 0.], [1., 0., 0.]])
 _FUSE = {"enabled": True}
+# below this many input channels the transposed convolution is slower on CPUs than upsampling and convolving
+# (oneDNN, one thread, batch 64: 1 -> 32 channels at 16 -> 32 px 38 ms fused against 16 ms written out; 8 -> 32: 14
+# against 21); a choice of speed only, both paths compute the same function
+MIN_FUSED_CHANNELS = 8
 
 
 @contextmanager
@@ -79,8 +84,8 @@ class UpsampleSequential(nn.Sequential):
         layers = list(self)
         i = 0
         while i < len(layers):
-            if (_FUSE["enabled"] and i + 1 < len(layers) and _doubles(layers[i], x)
-                    and (conv := _as_conv3x3(layers[i + 1])) is not None):
+            if (_FUSE["enabled"] and i + 1 < len(layers) and x.shape[1] >= MIN_FUSED_CHANNELS
+                    and _doubles(layers[i], x) and (conv := _as_conv3x3(layers[i + 1])) is not None):
                 x = nearest_up2_conv(x, *conv)
                 i += 2
                 continue
@@ -187,7 +192,7 @@ def up_concat_block(block: nn.Sequential, x: torch.Tensor, skip: torch.Tensor) -
     """``block(cat([upsample_nearest(x, skip's size), skip]))``; when that upsampling doubles ``x`` and the block
     opens with a 3x3 convolution, the convolution is split over the two inputs and its upsampled half run as
     :func:`nearest_up2_conv` (the same function)."""
-    conv = _as_conv3x3(block[0]) if _FUSE["enabled"] else None
+    conv = _as_conv3x3(block[0]) if _FUSE["enabled"] and x.shape[1] >= MIN_FUSED_CHANNELS else None
     if conv is None or tuple(skip.shape[-2:]) != (2 * x.shape[-2], 2 * x.shape[-1]):
         x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
         return block(torch.cat([x, skip], dim=1))
