@@ -106,15 +106,17 @@ def main() -> int:
     p.add_argument("--attackers", default=",".join(DECODERS))
     p.add_argument("--budget", default="quick", choices=("quick", "full"))
     p.add_argument("--steps-only", action="store_true", help="only the per-step timings")
+    p.add_argument("--no-steps", action="store_true", help="skip the per-step timings (only the two judges)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     attackers = [a for a in args.attackers.split(",") if a]
 
-    print("## One training step (batch 64, MS-SSIM loss, one thread)\n")
-    print("| decoder | image | width | written out s | fused s | speed-up |")
-    print("|---|---|---|---|---|---|")
-    for width, size in ((0.25, (64, 64)), (1.0, (64, 64))):
+    if not args.no_steps:
+        print("## One training step (batch 64, MS-SSIM loss, one thread)\n")
+        print("| decoder | image | width | written out s | fused s | speed-up |")
+        print("|---|---|---|---|---|---|")
+    for width, size in () if args.no_steps else ((0.25, (64, 64)), (1.0, (64, 64))):
         for name in attackers:
             s = step_seconds(name, width, size)
             print(f"| {name} | {size[0]}x{size[1]} | {width} | {s['plain']:.3f} | {s['fused']:.3f} | "
@@ -129,7 +131,8 @@ def main() -> int:
             if not args.data:
                 p.error("--data is needed to train the Encoder (or pass --run)")
             subprocess.run([sys.executable, "-m", "deepobfuscator.cli", "baseline", "encoder", "--preset", "celeba-cpu",
-                            "--data", args.data, "--set", "train.epochs_pretrain=3", "--set", "train.threads=1",
+                            "--data", args.data, "--set", "train.epochs_pretrain=3", "--set", "train.epochs_attacker=0",
+                            "--set", "train.epochs_adversarial=0", "--set", "train.threads=1",
                             "--out", str(run), "--no-progress",
                             *(["--resume"] if (run / "config.yaml").is_file() else [])], check=True)
     RunDir(run)  # a clear error for a folder that is not a run

@@ -114,6 +114,9 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     # seeded from a head that has learnt the behaviour
     "vgg-head-k9-warm9": ("hardened (code head = C's architecture, k = 9, 9 warm epochs of 14)", "hardened",
                           CODE_K9 + [VGG_HEAD, "method.warm_epochs=9"]),
+    "vgg-head-k9-warm9-drivers": ("hardened (code head = C's architecture, k = 9, 9 warm epochs of 14), "
+                                  "driver-disjoint split", "hardened",
+                                  CODE_K9 + [VGG_HEAD, "method.warm_epochs=9", DRIVER_SPLIT]),
     "vgg-head-k9-nodropout": ("hardened (code head = C's architecture, k = 9, no dropout)", "hardened",
                               CODE_K9 + [VGG_HEAD, "model.dropout=0"]),
 }
