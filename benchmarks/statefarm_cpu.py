@@ -36,6 +36,10 @@ HARDENED_SF = ["model.bottleneck_channels=1", "model.bottleneck_sigma=1.0", "tra
                "baseline.warm_epochs=3", "baseline.aux_epochs=0", "baseline.adversaries=[]", "baseline.mu=1"]
 DRIVER_SPLIT = "data.split_by=identity"
 CODE_K9 = ["model.bottleneck_code=16", "model.bottleneck_channels=9"]  # the code head at the K - 1 rule's width
+# hardened's variants pinned to the 5 warm epochs of 14 that the warm rule chose before issue 21's change (about 4/11
+# of stage 1; the rule now leaves the bottleneck its ramps and 2 epochs at full weight: 9 warm epochs here)
+WARM5 = "method.warm_epochs=5"
+CODE_K9_H = CODE_K9 + [WARM5]
 DEEP_HEAD = "model.bottleneck_code_depth=3"
 VGG_HEAD = "model.bottleneck_code_head=vgg"
 ENCODER_14 = "train.epochs_pretrain=14"
@@ -62,17 +66,18 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     # channels over the sent map), the code head with that rule (4 values per image), and the code head with the rule
     # that replaced it, K - 1 = 9 values (the class simplex's dimension, 1 at K = 2): today's `deepobf train` defaults
     "default": ("hardened (before the code head: k = 4 over the map)", "hardened",
-                ["model.bottleneck_code=0", "model.bottleneck_channels=4"]),
+                ["model.bottleneck_code=0", "model.bottleneck_channels=4", WARM5]),
     "default-code": ("hardened (code head, k = ceil(log2 10) = 4)", "hardened",
-                     ["model.bottleneck_code=16", "model.bottleneck_channels=4"]),
-    "default-code-k9": ("hardened (defaults: code head, k = K - 1 = 9)", "hardened", CODE_K9),
+                     ["model.bottleneck_code=16", "model.bottleneck_channels=4", WARM5]),
+    "default-code-k9": ("hardened (code head, k = K - 1 = 9, 5 warm epochs: the defaults before the warm rule)",
+                        "hardened", CODE_K9_H),
     # the reference trained as long as hardened's stage 1 (14 epochs at this preset; the preset's Encoder trains 6)
     "encoder-14": ("Encoder (14 epochs)", "encoder", [ENCODER_14]),
     # what a new user meets: drivers never seen in training (data.split_by=identity); behaviour only, since a closed-set
     # driver attacker cannot name drivers it never saw
     "encoder-14-drivers": ("Encoder (14 epochs), driver-disjoint split", "encoder", [ENCODER_14, DRIVER_SPLIT]),
     "default-code-k9-drivers": ("hardened (defaults, code, k = 9), driver-disjoint split", "hardened",
-                                CODE_K9 + [DRIVER_SPLIT]),
+                                CODE_K9_H + [DRIVER_SPLIT]),
     # a diagnostic: the Encoder through hardened's code head without its noise and penalties (what the architecture
     # alone keeps of behaviour), then the same with three 3x3 layers of C's first block's width in the head
     "encoder-code-k9-drivers": ("Encoder (14 epochs) through the code head, k = 9, no noise, driver-disjoint split",
@@ -81,20 +86,20 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
                                      "driver-disjoint split", "encoder",
                                      [ENCODER_14, *CODE_K9, DEEP_HEAD, NO_NOISE, DRIVER_SPLIT]),
     # hardened with that deeper head (image split: driver judged; driver-disjoint split: behaviour)
-    "default-code-k9-deep": ("hardened (code head with 3 conv layers, k = 9)", "hardened", CODE_K9 + [DEEP_HEAD]),
+    "default-code-k9-deep": ("hardened (code head with 3 conv layers, k = 9)", "hardened", CODE_K9_H + [DEEP_HEAD]),
     "default-code-k9-deep-drivers": ("hardened (code head with 3 conv layers, k = 9), driver-disjoint split", "hardened",
-                                     CODE_K9 + [DEEP_HEAD, DRIVER_SPLIT]),
+                                     CODE_K9_H + [DEEP_HEAD, DRIVER_SPLIT]),
     # the code head as C's architecture (VGG16 blocks 3-5 and two FC layers on the phone, k = 9 outputs): the phone
     # computes the behaviour and sends 9 noisy values of it
-    "vgg-head-k9": ("hardened (code head = C's architecture, k = 9)", "hardened", CODE_K9 + [VGG_HEAD]),
+    "vgg-head-k9": ("hardened (code head = C's architecture, k = 9)", "hardened", CODE_K9_H + [VGG_HEAD]),
     "vgg-head-k9-drivers": ("hardened (code head = C's architecture, k = 9), driver-disjoint split", "hardened",
-                            CODE_K9 + [VGG_HEAD, DRIVER_SPLIT]),
+                            CODE_K9_H + [VGG_HEAD, DRIVER_SPLIT]),
     # diagnostics of the first try (C stayed at chance through the bottleneck epochs): the architecture alone (no
     # noise, no penalties), and the noise without the penalties
     "encoder-vgg-head-k9": ("Encoder (14 epochs) through a code head of C's architecture, k = 9, no noise", "encoder",
                             [ENCODER_14, *CODE_K9, VGG_HEAD, NO_NOISE]),
     "vgg-head-k9-nopenalty": ("hardened (code head = C's architecture, k = 9), no penalties", "hardened",
-                              CODE_K9 + [VGG_HEAD, "method.mu=0", "method.mu_image=0", "method.mu_spread=0"]),
+                              CODE_K9_H + [VGG_HEAD, "method.mu=0", "method.mu_image=0", "method.mu_spread=0"]),
     "encoder-vgg-head-k9-drivers": ("Encoder (14 epochs) through a code head of C's architecture, k = 9, no noise, "
                                     "driver-disjoint split", "encoder",
                                     [ENCODER_14, *CODE_K9, VGG_HEAD, NO_NOISE, DRIVER_SPLIT]),
@@ -103,9 +108,9 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     # code is the warm head's logit differences, which a linear map decodes exactly (the diagnostic above: the
     # paper's C reading the repeated code learns slowly, 0.48 after 11 of 22 Encoder epochs without any noise)
     "vgg-head-k9-linear-c": ("hardened (code head = C's architecture, k = 9, C linear on the averaged code)",
-                             "hardened", CODE_K9 + [VGG_HEAD, LINEAR_C]),
+                             "hardened", CODE_K9_H + [VGG_HEAD, LINEAR_C]),
     "vgg-head-k9-linear-c-drivers": ("hardened (code head = C's architecture, k = 9, C linear on the averaged code), "
-                                     "driver-disjoint split", "hardened", CODE_K9 + [VGG_HEAD, LINEAR_C, DRIVER_SPLIT]),
+                                     "driver-disjoint split", "hardened", CODE_K9_H + [VGG_HEAD, LINEAR_C, DRIVER_SPLIT]),
     # the deployed noise costs nothing at test time (C reads the same with it switched off: 0.539 / 0.536 with the
     # penalties, 0.673 / 0.664 without), so the loss is in what the code learns; dropout (0.5) sits in the code head's
     # FC layers and again in C's: the code C trains on is dropped out as well as noised
@@ -114,11 +119,13 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     # seeded from a head that has learnt the behaviour
     "vgg-head-k9-warm9": ("hardened (code head = C's architecture, k = 9, 9 warm epochs of 14)", "hardened",
                           CODE_K9 + [VGG_HEAD, "method.warm_epochs=9"]),
+    "default-code-k9-warm9": ("hardened (defaults: code head, k = 9, 9 warm epochs of 14 by the warm rule)",
+                              "hardened", CODE_K9 + ["method.warm_epochs=9"]),
     "vgg-head-k9-warm9-drivers": ("hardened (code head = C's architecture, k = 9, 9 warm epochs of 14), "
                                   "driver-disjoint split", "hardened",
                                   CODE_K9 + [VGG_HEAD, "method.warm_epochs=9", DRIVER_SPLIT]),
     "vgg-head-k9-nodropout": ("hardened (code head = C's architecture, k = 9, no dropout)", "hardened",
-                              CODE_K9 + [VGG_HEAD, "model.dropout=0"]),
+                              CODE_K9_H + [VGG_HEAD, "model.dropout=0"]),
 }
 ATTACKERS = ["vgg", "resnet", "linear", "mlp", "mirror"]
 

@@ -623,6 +623,20 @@ def test_default_recipe_on_a_paper_schedule_is_the_measured_preset() -> None:
     ens.params = {"adversaries": ["vgg"]}
     assert configure(ens, "hardened").train.epochs_adversarial == 6  # with adversaries the schedule stays
     assert [hardened.auto_warm_epochs(n) for n in (1, 2, 4, 11, 22)] == [0, 1, 1, 4, 8]
+    # a code head seeded from the warm head: the bottleneck keeps its longest ramp and 2 epochs at full weight
+    assert [hardened.auto_warm_epochs(n, 3, seeded=True) for n in (1, 2, 4, 6, 11, 14, 22)] == [0, 1, 1, 2, 6, 9, 17]
+    assert [hardened.auto_warm_epochs(n, 0, seeded=True) for n in (2, 3, 11)] == [1, 1, 9]
+    seeded = preset("celeba-cpu")
+    seeded.model.bottleneck_code_head = "vgg"
+    assert configure(seeded, "hardened").params["warm_epochs"] == 6
+    seeded.model.bottleneck_code_head, seeded.params = "vgg", {"sigma_ramp_epochs": 5}  # the longest ramp decides
+    assert configure(seeded, "hardened").params["warm_epochs"] == 4
+    critic = preset("celeba-cpu")
+    critic.model.bottleneck_code_head = "vgg"
+    critic.params = {"mu_critic": 1.0, "critic_ramp_epochs": 6}  # the critic's ramp counts when the critic is on
+    assert configure(critic, "hardened").params["warm_epochs"] == 4
+    critic.params = {"critic_ramp_epochs": 6}
+    assert configure(critic, "hardened").params["warm_epochs"] == 6
     bad = preset("celeba-cpu")
     bad.params = {"warm_epochs": -2}
     with pytest.raises(ConfigError, match="warm_epochs"):

@@ -91,7 +91,9 @@ class HardenedParams(MethodParams):
                                    "epochs", ge=0)
     beta: float = param(0.0, "VIB KL weight (meaningful with model.bottleneck_learn_sigma)", ge=0)
     warm_epochs: int = param(-1, "first stage-1 epochs that train only O's front with an Encoder-style head (no "
-                             "bottleneck); -1: about 4/11 of stage 1", ge=-1)
+                             "bottleneck); -1: about 4/11 of stage 1, or, for a code head seeded from them "
+                             "(bottleneck_code_head: vgg), all but the bottleneck's longest ramp and 2 epochs",
+                             ge=-1)
     aux_epochs: int = param(0, "first stage-1 epochs (after the warm ones) that keep that head as deep supervision",
                             ge=0)
     aux_weight: float = param(1.0, "weight of the auxiliary head's loss", ge=0)
@@ -127,10 +129,30 @@ def params(cfg: RunConfig) -> dict[str, Any]:
     return validate_params(HardenedParams, cfg.params, "hardened").model_dump()
 
 
-def auto_warm_epochs(stage1_epochs: int) -> int:
-    """``warm_epochs: -1``: about 4/11 of stage 1 (the measured 4 of 11); at least 1 when stage 1 has 2 epochs or
-    more, so the bottleneck always keeps at least one epoch of its own."""
-    return max(min(1, stage1_epochs - 1), round(stage1_epochs * 4 / 11))
+# epochs a seeded code head trains at the full noise and penalty weights once its ramps are done (warm_epochs: -1)
+FULL_WEIGHT_EPOCHS = 2
+RAMPS = ("sigma_ramp_epochs", "image_ramp_epochs", "spread_ramp_epochs", "mu_ramp_epochs")
+
+
+def bottleneck_ramp(p: dict[str, Any]) -> int:
+    """The longest ramp of the bottleneck epochs (the critic's counts only when the critic is on)."""
+    return max([p[k] for k in RAMPS] + ([p["critic_ramp_epochs"]] if p["mu_critic"] > 0 else []))
+
+
+def auto_warm_epochs(stage1_epochs: int, ramp_epochs: int = 3, seeded: bool = False) -> int:
+    """``warm_epochs: -1``: about 4/11 of stage 1 (the measured 4 of 11), at least 1 when stage 1 has 2 epochs or more
+    and always fewer than stage 1, so the bottleneck keeps epochs of its own. When the code head starts from the warm
+    epochs' head (``seeded``: a code head of C's architecture), what the warm epochs learn is what the code starts
+    from, so they take every stage-1 epoch but those the bottleneck needs, its longest ramp and then
+    ``FULL_WEIGHT_EPOCHS`` at full weight (statefarm-cpu's 14 stage-1 epochs: 9 instead of 5, behaviour 0.54 -> 0.74
+    and 0.83 on two splits, benchmarks/results/statefarm_cpu.md); a code head that starts at random (the MLP head)
+    has C to learn in the bottleneck epochs and keeps the fraction (longer warm stages gave it nothing there)."""
+    if stage1_epochs < 2:
+        return 0
+    fraction = max(1, round(stage1_epochs * 4 / 11))
+    if not seeded:
+        return fraction
+    return min(stage1_epochs - 1, max(fraction, stage1_epochs - ramp_epochs - FULL_WEIGHT_EPOCHS))
 
 
 def configure(cfg: RunConfig) -> None:
@@ -155,7 +177,8 @@ def configure(cfg: RunConfig) -> None:
     if not p["adversaries"]:
         no_adversarial(cfg)
     if p["warm_epochs"] < 0:
-        cfg.params = {**cfg.params, "warm_epochs": auto_warm_epochs(t.epochs_pretrain)}
+        seeded = bool(m.bottleneck_code) and m.bottleneck_code_head == "vgg"  # seed_code_head starts it after them
+        cfg.params = {**cfg.params, "warm_epochs": auto_warm_epochs(t.epochs_pretrain, bottleneck_ramp(p), seeded)}
         p = params(cfg)
     if p["warm_epochs"] and p["warm_epochs"] >= cfg.train.epochs_pretrain:
         raise ConfigError(f"config.yaml method.warm_epochs ({p['warm_epochs']}) must be below train.epochs_pretrain "
