@@ -36,8 +36,8 @@ HARDENED_SF = ["model.bottleneck_channels=1", "model.bottleneck_sigma=1.0", "tra
                "baseline.warm_epochs=3", "baseline.aux_epochs=0", "baseline.adversaries=[]", "baseline.mu=1"]
 DRIVER_SPLIT = "data.split_by=identity"
 CODE_K9 = ["model.bottleneck_code=16", "model.bottleneck_channels=9"]  # the code head at the K - 1 rule's width
-# hardened's variants pinned to the 5 warm epochs of 14 that the warm rule chose before issue 21's change (about 4/11
-# of stage 1; the rule now leaves the bottleneck its ramps and 2 epochs at full weight: 9 warm epochs here)
+# hardened's variants pinned to 5 warm epochs of 14, the warm rule's about 4/11 of stage 1 (still the rule for the MLP
+# code head; a code head of C's architecture, seeded from the warm head, now gets all but its ramps and 2 epochs: 9)
 WARM5 = "method.warm_epochs=5"
 CODE_K9_H = CODE_K9 + [WARM5]
 DEEP_HEAD = "model.bottleneck_code_depth=3"
@@ -69,8 +69,7 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
                 ["model.bottleneck_code=0", "model.bottleneck_channels=4", WARM5]),
     "default-code": ("hardened (code head, k = ceil(log2 10) = 4)", "hardened",
                      ["model.bottleneck_code=16", "model.bottleneck_channels=4", WARM5]),
-    "default-code-k9": ("hardened (code head, k = K - 1 = 9, 5 warm epochs: the defaults before the warm rule)",
-                        "hardened", CODE_K9_H),
+    "default-code-k9": ("hardened (defaults: code head, k = K - 1 = 9, 5 warm epochs of 14)", "hardened", CODE_K9_H),
     # the reference trained as long as hardened's stage 1 (14 epochs at this preset; the preset's Encoder trains 6)
     "encoder-14": ("Encoder (14 epochs)", "encoder", [ENCODER_14]),
     # what a new user meets: drivers never seen in training (data.split_by=identity); behaviour only, since a closed-set
@@ -119,8 +118,8 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     # seeded from a head that has learnt the behaviour
     "vgg-head-k9-warm9": ("hardened (code head = C's architecture, k = 9, 9 warm epochs of 14)", "hardened",
                           CODE_K9 + [VGG_HEAD, "method.warm_epochs=9"]),
-    "default-code-k9-warm9": ("hardened (defaults: code head, k = 9, 9 warm epochs of 14 by the warm rule)",
-                              "hardened", CODE_K9 + ["method.warm_epochs=9"]),
+    "default-code-k9-warm9": ("hardened (code head, k = 9, 9 warm epochs of 14)", "hardened",
+                              CODE_K9 + ["method.warm_epochs=9"]),
     "vgg-head-k9-warm9-drivers": ("hardened (code head = C's architecture, k = 9, 9 warm epochs of 14), "
                                   "driver-disjoint split", "hardened",
                                   CODE_K9 + [VGG_HEAD, "method.warm_epochs=9", DRIVER_SPLIT]),
