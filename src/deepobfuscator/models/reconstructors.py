@@ -5,8 +5,8 @@ run as one stride-2 transposed convolution with a 4x4 kernel summed from the 3x3
 same function of the same parameters (equal to float rounding, gradients included), without the 4x-larger upsampled
 map and with 16 instead of 36 multiply-adds per input pixel and channel pair. :class:`UpsampleSequential` applies it
 where it is exact (a 2x nearest upsampling into such a convolution) and pays (at least ``MIN_FUSED_CHANNELS`` input
-channels) and runs every other pair as written; its modules
-and state dict are those of a plain ``nn.Sequential``, so fitted decoders load either way.
+channels), and runs every other pair as written; its modules and state dict are those of a plain ``nn.Sequential``,
+so fitted decoders load either way. :func:`plain_upsampling` runs everything as written (the reference).
 """
 from __future__ import annotations
 
