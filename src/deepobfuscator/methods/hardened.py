@@ -44,7 +44,7 @@ from ..data import AttributeSpec, Batch
 from ..dependence import MEASURES, RowBank, conditional_dependence, within_class_dependence, within_class_spread
 from ..losses import attribute_loss, predictions, reconstruction_losses
 from ..models import build_classifier
-from ..models.bottleneck import AUTO_CHANNELS, bottleneck_of
+from ..models.bottleneck import AUTO_CHANNELS, bottleneck_of, whole_code_head
 from ..models.vgg import Obfuscator
 from ..training.adversaries import OBJECTIVES, TARGETS, AdversaryEnsemble, build_adversary
 from ..training.critic import ConditionalCritic
@@ -177,7 +177,7 @@ def configure(cfg: RunConfig) -> None:
     if not p["adversaries"]:
         no_adversarial(cfg)
     if p["warm_epochs"] < 0:
-        seeded = bool(m.bottleneck_code) and m.bottleneck_code_head == "vgg"  # seed_code_head starts it after them
+        seeded = whole_code_head(m.bottleneck_code, m.bottleneck_code_head)  # seed_code_head starts it after them
         cfg.params = {**cfg.params, "warm_epochs": auto_warm_epochs(t.epochs_pretrain, bottleneck_ramp(p), seeded)}
         p = params(cfg)
     if p["warm_epochs"] and p["warm_epochs"] >= cfg.train.epochs_pretrain:

@@ -193,6 +193,12 @@ def auto_channels(class_counts: list[int]) -> int:
     return max(1, sum(max(1, k - 1) for k in class_counts))
 
 
+def whole_code_head(code: int, code_head: str) -> bool:
+    """Whether the configured code head is a whole head on O's features (C's architecture, ``vgg``), the one a method
+    may start from an Encoder-style head it trained first; the default ``mlp`` head starts at random."""
+    return bool(code) and code_head != "mlp"
+
+
 def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool: int = 1, norm: str = "batchnorm",
                          sigma: float = 0.0, learn_sigma: bool = False, code: int = 0,
                          image_size: tuple[int, int] | None = None, code_depth: int = 0,
@@ -220,6 +226,6 @@ def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool
         h, w = front.feature_hw(tuple(image_size))
         sent_hw = (h // pool, w // pool)
     head = (VGGClassifier(front.out_channels, front.feature_hw(tuple(image_size)), channels, width, fc_width=fc_width,
-                          batch_norm=batch_norm, dropout=dropout) if code_head == "vgg" else None)
+                          batch_norm=batch_norm, dropout=dropout) if whole_code_head(code, code_head) else None)
     return BottleneckObfuscator(front, NoisyBottleneck(front.out_channels, channels, pool, norm, sigma, learn_sigma,
                                                        code, sent_hw, code_depth, head))
