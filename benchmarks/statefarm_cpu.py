@@ -39,7 +39,11 @@ CODE_K9 = ["model.bottleneck_code=16", "model.bottleneck_channels=9"]  # the cod
 # hardened's variants pinned to 5 warm epochs of 14, the warm rule's about 4/11 of stage 1 (still the rule for the MLP
 # code head; a code head of C's architecture, seeded from the warm head, now gets all but its ramps and 2 epochs: 9)
 WARM5 = "method.warm_epochs=5"
+# the MLP code head, pinned: the default head is now chosen by its rule (models.bottleneck.auto_code_head), which
+# picks C's architecture for State Farm's 10 behaviours
+MLP_HEAD = "model.bottleneck_code_head=mlp"
 CODE_K9_H = CODE_K9 + [WARM5]
+CODE_K9_MLP = CODE_K9_H + [MLP_HEAD]
 DEEP_HEAD = "model.bottleneck_code_depth=3"
 VGG_HEAD = "model.bottleneck_code_head=vgg"
 ENCODER_14 = "train.epochs_pretrain=14"
@@ -68,15 +72,15 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "default": ("hardened (before the code head: k = 4 over the map)", "hardened",
                 ["model.bottleneck_code=0", "model.bottleneck_channels=4", WARM5]),
     "default-code": ("hardened (code head, k = ceil(log2 10) = 4)", "hardened",
-                     ["model.bottleneck_code=16", "model.bottleneck_channels=4", WARM5]),
-    "default-code-k9": ("hardened (defaults: code head, k = K - 1 = 9, 5 warm epochs of 14)", "hardened", CODE_K9_H),
+                     ["model.bottleneck_code=16", "model.bottleneck_channels=4", WARM5, MLP_HEAD]),
+    "default-code-k9": ("hardened (defaults: code head, k = K - 1 = 9, 5 warm epochs of 14)", "hardened", CODE_K9_MLP),
     # the reference trained as long as hardened's stage 1 (14 epochs at this preset; the preset's Encoder trains 6)
     "encoder-14": ("Encoder (14 epochs)", "encoder", [ENCODER_14]),
     # what a new user meets: drivers never seen in training (data.split_by=identity); behaviour only, since a closed-set
     # driver attacker cannot name drivers it never saw
     "encoder-14-drivers": ("Encoder (14 epochs), driver-disjoint split", "encoder", [ENCODER_14, DRIVER_SPLIT]),
     "default-code-k9-drivers": ("hardened (defaults, code, k = 9), driver-disjoint split", "hardened",
-                                CODE_K9_H + [DRIVER_SPLIT]),
+                                CODE_K9_MLP + [DRIVER_SPLIT]),
     # a diagnostic: the Encoder through hardened's code head without its noise and penalties (what the architecture
     # alone keeps of behaviour), then the same with three 3x3 layers of C's first block's width in the head
     "encoder-code-k9-drivers": ("Encoder (14 epochs) through the code head, k = 9, no noise, driver-disjoint split",
@@ -85,9 +89,9 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
                                      "driver-disjoint split", "encoder",
                                      [ENCODER_14, *CODE_K9, DEEP_HEAD, NO_NOISE, DRIVER_SPLIT]),
     # hardened with that deeper head (image split: driver judged; driver-disjoint split: behaviour)
-    "default-code-k9-deep": ("hardened (code head with 3 conv layers, k = 9)", "hardened", CODE_K9_H + [DEEP_HEAD]),
+    "default-code-k9-deep": ("hardened (code head with 3 conv layers, k = 9)", "hardened", CODE_K9_MLP + [DEEP_HEAD]),
     "default-code-k9-deep-drivers": ("hardened (code head with 3 conv layers, k = 9), driver-disjoint split", "hardened",
-                                     CODE_K9_H + [DEEP_HEAD, DRIVER_SPLIT]),
+                                     CODE_K9_MLP + [DEEP_HEAD, DRIVER_SPLIT]),
     # the code head as C's architecture (VGG16 blocks 3-5 and two FC layers on the phone, k = 9 outputs): the phone
     # computes the behaviour and sends 9 noisy values of it
     "vgg-head-k9": ("hardened (code head = C's architecture, k = 9)", "hardened", CODE_K9_H + [VGG_HEAD]),
@@ -119,10 +123,17 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "vgg-head-k9-warm9": ("hardened (code head = C's architecture, k = 9, 9 warm epochs of 14)", "hardened",
                           CODE_K9 + [VGG_HEAD, "method.warm_epochs=9"]),
     "default-code-k9-warm9": ("hardened (code head, k = 9, 9 warm epochs of 14)", "hardened",
-                              CODE_K9 + ["method.warm_epochs=9"]),
+                              CODE_K9 + ["method.warm_epochs=9", MLP_HEAD]),
     "vgg-head-k9-warm9-drivers": ("hardened (code head = C's architecture, k = 9, 9 warm epochs of 14), "
                                   "driver-disjoint split", "hardened",
                                   CODE_K9 + [VGG_HEAD, "method.warm_epochs=9", DRIVER_SPLIT]),
+    # `deepobf train --preset statefarm-cpu` as it is now: the code head's rule picks C's architecture for the 10
+    # behaviours and the warm rule 9 of 14 epochs for it (the same config as vgg-head-k9-warm9)
+    "defaults": ("hardened (defaults: the rule's code head, C's architecture here)", "hardened", []),
+    "defaults-drivers": ("hardened (defaults), driver-disjoint split", "hardened", [DRIVER_SPLIT]),
+    # what the three within-class terms cost once the head starts from a warm head that learnt the behaviour
+    "defaults-nopenalty": ("hardened (defaults), no penalties", "hardened",
+                           ["method.mu=0", "method.mu_image=0", "method.mu_spread=0"]),
     "vgg-head-k9-nodropout": ("hardened (code head = C's architecture, k = 9, no dropout)", "hardened",
                               CODE_K9_H + [VGG_HEAD, "model.dropout=0"]),
 }

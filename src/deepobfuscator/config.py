@@ -81,8 +81,10 @@ class ModelConfig:
     # intended labels a shallow head cannot compute (0: none; runs written before have no key and load as 0)
     bottleneck_code_depth: int = 0
     # the code head: mlp (the small head above) | vgg (C's architecture on O's features, k outputs: the phone computes
-    # what a multi-class intended label needs; runs written before have no key and load as mlp)
-    bottleneck_code_head: str = "mlp"
+    # what a multi-class intended label needs) | auto (chosen from the intended attributes when the run is created:
+    # models.bottleneck.auto_code_head; hardened's default). None: the method's default, else mlp (runs written before
+    # the setting have no key and load as mlp)
+    bottleneck_code_head: str | None = None
 
 
 @dataclass

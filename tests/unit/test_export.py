@@ -97,3 +97,20 @@ def test_latency_rows_and_paper_scale_obfuscator(onnx_export: tuple[Path, dict],
     assert row["runs"] == 5 and row["threads"] == 1 and 0 < row["p50_ms"] <= row["p95_ms"]
     paths = paper_obfuscator(tmp_path, image_size=(36, 28), width=0.125, calibration=1)  # small stand-in
     assert paths["fp32"].is_file() and paths["int8"].is_file()
+
+
+def test_paper_scale_row_measures_the_runs_own_code_head(tmp_path: Path) -> None:
+    """A run that moves C's architecture to the phone (code head `vgg`) is measured with it at the paper's scale, not
+    as the bare O."""
+    from deepobfuscator.config import preset
+    from deepobfuscator.deploy.bench import paper_obfuscator
+    from deepobfuscator.methods import configure
+
+    sizes = {}
+    for head in ("mlp", "vgg"):
+        cfg = configure(preset("tiny"), "hardened")
+        cfg.model.bottleneck_channels, cfg.model.bottleneck_pool, cfg.model.bottleneck_code_head = 1, 2, head
+        paths = paper_obfuscator(tmp_path / head, image_size=(64, 64), width=0.125, calibration=1, cfg=cfg)
+        sizes[head] = paths["fp32"].stat().st_size
+    bare = paper_obfuscator(tmp_path / "bare", image_size=(64, 64), width=0.125, calibration=1)["fp32"].stat().st_size
+    assert bare < sizes["mlp"] < sizes["vgg"]

@@ -607,9 +607,14 @@ def test_hardened_is_the_default_and_the_paper_one_flag_away(tmp_path: Path, mon
 def test_default_recipe_on_a_paper_schedule_is_the_measured_preset() -> None:
     """Without adversaries the paper schedule's adversarial epochs (and attacker epochs beyond one) go to stage 1:
     celeba-cpu's 4/2/6 becomes the preset's 11/1/0 with 4 warm epochs, the same recipe; a schedule without
-    adversarial epochs is kept; `warm_epochs: -1` resolves into config.yaml."""
+    adversarial epochs is kept; `warm_epochs: -1` resolves into config.yaml (with the code head, when the run is
+    created and its attributes are known)."""
     default = configure(preset("celeba-cpu"), "hardened")
     measured = configure(preset("celeba-cpu-hardened"))
+    assert (default.model.bottleneck_code_head, default.params["warm_epochs"]) == ("auto", -1)  # not known yet
+    for cfg in (default, measured):
+        hardened.resolve_code_head(cfg, [AttributeSpec("Smiling", 2)])
+    assert default.model.bottleneck_code_head == "mlp"
     t = default.train
     assert (t.epochs_pretrain, t.epochs_attacker, t.epochs_adversarial) == (11, 1, 0)
     assert default.params == measured.params and default.model == measured.model
@@ -738,3 +743,56 @@ def test_c_can_be_a_linear_map_of_the_averaged_code(tiny_cfg, tmp_path) -> None:
     tiny_cfg.model.classifier = "nope"
     with pytest.raises(UnknownNameError, match="unknown classifier 'nope'.*linear"):
         method_trainer(tiny_cfg, tmp_path / "bad", progress=False)
+
+
+def test_the_code_head_rule_picks_c_architecture_for_multi_class_intended_labels_only() -> None:
+    from deepobfuscator.models.bottleneck import auto_code_head, build_run_obfuscator
+    assert [auto_code_head(c) for c in ([2], [2, 2], [10], [2, 10], [3])] == ["mlp", "mlp", "vgg", "vgg", "vgg"]
+    assert auto_code_head([10], code=0) == "mlp" and auto_code_head([10], code=16, code_depth=3) == "mlp"
+    sf = configure(preset("statefarm-cpu"), "hardened")
+    assert (sf.train.epochs_pretrain, sf.model.bottleneck_code_head, sf.params["warm_epochs"]) == (14, "auto", -1)
+    hardened.resolve_code_head(sf, [AttributeSpec("behaviour", 10)])
+    assert (sf.model.bottleneck_code_head, sf.params["warm_epochs"]) == ("vgg", 9)  # the seeded head's warm rule
+    assert sf.meta["code_head_rule"]["classes"] == [10] and sf.meta["code_head_rule"]["code_head"] == "vgg"
+    again = configure(sf)  # idempotent once resolved
+    assert (again.model.bottleneck_code_head, again.params["warm_epochs"]) == ("vgg", 9)
+    mine = preset("statefarm-cpu")
+    mine.model.bottleneck_code_head = "mlp"  # a user's choice is kept
+    configure(mine, "hardened")
+    hardened.resolve_code_head(mine, [AttributeSpec("behaviour", 10)])
+    assert (mine.model.bottleneck_code_head, mine.params["warm_epochs"], "code_head_rule" in mine.meta) == \
+        ("mlp", 5, False)
+    bad = preset("statefarm-cpu")
+    bad.params = {"warm_epochs": 14}  # wrong whatever the head: caught before the run is created
+    with pytest.raises(ConfigError, match="warm_epochs"):
+        configure(bad, "hardened")
+    with pytest.raises(ValueError, match="when the run is created"):
+        build_run_obfuscator(0.0625, True, 1, code=16, image_size=(32, 32), code_head="auto")
+
+
+def test_a_default_run_records_the_code_head_its_rule_chose_and_old_configs_build_the_mlp_head(tiny_cfg,
+                                                                                              tmp_path) -> None:
+    tiny_cfg.method = "hardened"
+    tiny_cfg.params = {"audit": False}
+    tiny_cfg.train.epochs_pretrain, tiny_cfg.train.epochs_adversarial = 2, 0
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    recorded = yaml.safe_load(trainer.run.config.read_text())
+    assert recorded["model"]["bottleneck_code_head"] == "mlp" and recorded["method"]["warm_epochs"] == 1
+    assert recorded["meta"]["code_head_rule"]["classes"] == [2] * len(tiny_cfg.data.task)
+    assert trainer.cfg.model.bottleneck_code_head == "mlp"
+    del recorded["model"]["bottleneck_code_head"]  # a run written before the setting
+    old = RunConfig.from_dict(recorded)
+    assert old.model.bottleneck_code_head is None
+    assert not run_obfuscator(old).bottleneck.whole_head and not trainer.modules.obfuscator.bottleneck.whole_head
+    assert run_obfuscator(old).state_dict().keys() == trainer.modules.obfuscator.state_dict().keys()
+
+
+def test_a_sweep_compares_the_code_head_and_warm_epochs_as_the_run_resolved_them() -> None:
+    from deepobfuscator.experiments.sweep import _comparable
+    requested = configure(preset("celeba-cpu"), "hardened")
+    recorded = configure(preset("celeba-cpu"), "hardened")
+    hardened.resolve_code_head(recorded, [AttributeSpec("Smiling", 2)])
+    recorded.model.bottleneck_channels = 1  # the width rule, also resolved at creation
+    assert _comparable(recorded) == _comparable(requested, recorded)  # the finished run is the one asked for
+    requested.params = {**requested.params, "mu": 2.0}
+    assert _comparable(recorded) != _comparable(requested, recorded)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import RunConfig
 from ..runs import RunDir
 from ..utils import atomic_write_json
 from .sessions import open_session, run_session
@@ -44,19 +45,26 @@ def measure_latency(model: Path, image: np.ndarray, runs: int = 100, warmup: int
 
 
 def paper_obfuscator(out: Path, image_size: tuple[int, int] = PAPER_SIZE, width: float = PAPER_WIDTH,
-                     calibration: int = 4, seed: int = 0) -> dict[str, Path]:
-    """Export a randomly initialised O (default: width 1.0 at 218x178) as fp32 and int8 ONNX into ``out``."""
+                     calibration: int = 4, seed: int = 0, cfg: RunConfig | None = None) -> dict[str, Path]:
+    """Export a randomly initialised O (default: width 1.0 at 218x178) as fp32 and int8 ONNX into ``out``; with a
+    run's ``cfg``, the run's whole on-device module at that width and size (its noisy bottleneck and code head, the
+    deterministic part: the noise adds one elementwise op), so a run that moves C's architecture to the phone
+    (``model.bottleneck_code_head: vgg``) is measured with it."""
     import torch
 
     from ..models import build_obfuscator
+    from ..models.bottleneck import deterministic
+    from ..training.modules import run_obfuscator
     from .export import export_onnx
     from .quantize import quantize_static_onnx
 
     torch.manual_seed(seed)
-    model = build_obfuscator(width).eval()
+    model = (run_obfuscator(cfg, width, tuple(image_size)) if cfg is not None else build_obfuscator(width)).eval()
     example = torch.rand(1, 3, *image_size)
+    Path(out).mkdir(parents=True, exist_ok=True)
     paths = {"fp32": Path(out) / "paper-obfuscator.onnx", "int8": Path(out) / "paper-obfuscator.int8.onnx"}
-    export_onnx(model, example, paths["fp32"], "images", "features")
+    with deterministic(model):
+        export_onnx(model, example, paths["fp32"], "images", "features")
     rng = np.random.default_rng(seed)
     quantize_static_onnx(paths["fp32"], paths["int8"],
                          [rng.random((1, 3, *image_size), dtype=np.float32) for _ in range(calibration)])
@@ -84,12 +92,15 @@ def bench_device(run_dir: Path, runs: int = 100, warmup: int = 10, threads: int 
                      "image_size": [height, width], **measure_latency(path, image, runs, warmup, threads)})
     if paper:
         with tempfile.TemporaryDirectory() as tmp:
-            paths = paper_obfuscator(Path(tmp), tuple(paper_size))
+            paths = paper_obfuscator(Path(tmp), tuple(paper_size), cfg=cfg)
             image = np.random.default_rng(0).random((1, 3, *paper_size), dtype=np.float32)
+            what = (f"the run's bottleneck, {cfg.model.bottleneck_code_head or 'mlp'} code head, "
+                    if cfg.model.bottleneck_channels and cfg.model.bottleneck_code else
+                    "the run's bottleneck, " if cfg.model.bottleneck_channels else "")
             for precision, path in paths.items():
                 row = measure_latency(path, image, runs, warmup, threads)
                 row["file"] = f"(temporary) {path.name}"
-                rows.append({"model": f"paper obfuscator (width {PAPER_WIDTH:g}, random weights)",
+                rows.append({"model": f"paper obfuscator (width {PAPER_WIDTH:g}, {what}random weights)",
                              "precision": precision, "image_size": list(paper_size), **row})
     result = {"run": str(run.path), "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                                   "cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__},

@@ -52,7 +52,7 @@ from ..attacks.base import AttackSettings
 from ..attacks.suite import run_attack
 from ..config import ConfigError, RunConfig, apply_overrides, preset
 from ..methods import configure, get_method, train_run
-from ..models.bottleneck import AUTO_CHANNELS
+from ..models.bottleneck import AUTO_CHANNELS, AUTO_HEAD
 from ..runs import RunDir, RunError
 from ..training.precision import AUTO
 from .cache import PretrainCache
@@ -284,8 +284,9 @@ def default_attack(run_dir: Path, options: dict[str, Any], progress: bool) -> An
     return run_attack(Path(run_dir), attack_settings(options, f"{run_dir}: attack"), progress=progress)
 
 
-RESOLVED_WHEN_CREATED = (("train", "amp"), ("train", "channels_last"), ("model", "bottleneck_channels"))
-AUTO_VALUES = (AUTO, AUTO_CHANNELS)  # what the config asks for when the run resolves a value at creation
+RESOLVED_WHEN_CREATED = (("train", "amp"), ("train", "channels_last"), ("model", "bottleneck_channels"),
+                         ("model", "bottleneck_code_head"), ("method", "warm_epochs"))
+AUTO_VALUES = (AUTO, AUTO_CHANNELS, AUTO_HEAD)  # what the config asks for when the run resolves a value at creation
 
 
 def _comparable(cfg: RunConfig, recorded: RunConfig | None = None) -> dict[str, Any]:

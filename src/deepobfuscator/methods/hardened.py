@@ -40,11 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, RunConfig
-from ..data import AttributeSpec, Batch
+from ..data import AttributeSpec, Batch, PreparedData
 from ..dependence import MEASURES, RowBank, conditional_dependence, within_class_dependence, within_class_spread
 from ..losses import attribute_loss, predictions, reconstruction_losses
 from ..models import build_classifier
-from ..models.bottleneck import AUTO_CHANNELS, bottleneck_of, whole_code_head
+from ..models.bottleneck import AUTO_CHANNELS, AUTO_HEAD, auto_code_head, bottleneck_of, whole_code_head
 from ..models.vgg import Obfuscator
 from ..training.adversaries import OBJECTIVES, TARGETS, AdversaryEnsemble, build_adversary
 from ..training.critic import ConditionalCritic
@@ -92,7 +92,8 @@ class HardenedParams(MethodParams):
     beta: float = param(0.0, "VIB KL weight (meaningful with model.bottleneck_learn_sigma)", ge=0)
     warm_epochs: int = param(-1, "first stage-1 epochs that train only O's front with an Encoder-style head (no "
                              "bottleneck); -1: about 4/11 of stage 1, or, for a code head seeded from them "
-                             "(bottleneck_code_head: vgg), all but the bottleneck's longest ramp and 2 epochs",
+                             "(bottleneck_code_head: vgg, the rule's head for a multi-class intended attribute), all but the "
+                             "bottleneck's longest ramp and 2 epochs (resolved when the run is created)",
                              ge=-1)
     aux_epochs: int = param(0, "first stage-1 epochs (after the warm ones) that keep that head as deep supervision",
                             ge=0)
@@ -121,7 +122,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {"mu_image": 0.0, "image_ramp_epochs": 0, "mu_
                                    "adversaries": ["vgg", "resnet", "mlp"]}
 MIN_SENT_HW = 8
 BOTTLENECK_DEFAULTS = {"bottleneck_channels": AUTO_CHANNELS, "bottleneck_pool": 2, "bottleneck_sigma": 1.0,
-                       "bottleneck_code": 16}
+                       "bottleneck_code": 16, "bottleneck_code_head": AUTO_HEAD}
 
 
 def params(cfg: RunConfig) -> dict[str, Any]:
@@ -160,7 +161,8 @@ def configure(cfg: RunConfig) -> None:
     it, and the attacker stage's beyond one (the run's diagnostic AR/AC), go to stage 1, so a schedule written for the
     paper's method (e.g. celeba-cpu's 4/2/6) trains `hardened` for as many epochs (11/1/0); a schedule that already
     has no adversarial epochs is kept. Resolves ``warm_epochs: -1`` into ``cfg.params`` so ``config.yaml`` records
-    what ran."""
+    what ran; with the code head left to its rule (``auto``, the default) both are resolved when the run is created
+    and its intended attributes are known (:meth:`HardenedTrainer.resolve_at_creation`)."""
     m = cfg.model
     if not m.bottleneck_channels:
         m.bottleneck_channels = BOTTLENECK_DEFAULTS["bottleneck_channels"]
@@ -168,6 +170,8 @@ def configure(cfg: RunConfig) -> None:
         m.bottleneck_sigma = BOTTLENECK_DEFAULTS["bottleneck_sigma"]
     if m.bottleneck_code is None:
         m.bottleneck_code = BOTTLENECK_DEFAULTS["bottleneck_code"]
+    if m.bottleneck_code_head is None:
+        m.bottleneck_code_head = BOTTLENECK_DEFAULTS["bottleneck_code_head"]
     if m.bottleneck_pool is None:
         h, w = Obfuscator.feature_hw(tuple(cfg.data.image_size))
         pool = BOTTLENECK_DEFAULTS["bottleneck_pool"]
@@ -176,13 +180,39 @@ def configure(cfg: RunConfig) -> None:
     t = cfg.train
     if not p["adversaries"]:
         no_adversarial(cfg)
+    if m.bottleneck_code_head != AUTO_HEAD:
+        resolve_warm(cfg)
+    elif p["warm_epochs"] >= t.epochs_pretrain:  # checked now: a user's own value needs no head to be wrong
+        resolve_warm(cfg)
+
+
+def resolve_warm(cfg: RunConfig) -> None:
+    """``warm_epochs: -1`` resolved by :func:`auto_warm_epochs` for the configured (resolved) code head, and checked
+    against stage 1."""
+    p = params(cfg)
     if p["warm_epochs"] < 0:
+        m = cfg.model
         seeded = whole_code_head(m.bottleneck_code, m.bottleneck_code_head)  # seed_code_head starts it after them
-        cfg.params = {**cfg.params, "warm_epochs": auto_warm_epochs(t.epochs_pretrain, bottleneck_ramp(p), seeded)}
+        warm = auto_warm_epochs(cfg.train.epochs_pretrain, bottleneck_ramp(p), seeded)
+        cfg.params = {**cfg.params, "warm_epochs": warm}
         p = params(cfg)
     if p["warm_epochs"] and p["warm_epochs"] >= cfg.train.epochs_pretrain:
         raise ConfigError(f"config.yaml method.warm_epochs ({p['warm_epochs']}) must be below train.epochs_pretrain "
                           f"({cfg.train.epochs_pretrain}): the bottleneck needs stage-1 epochs of its own")
+
+
+def resolve_code_head(cfg: RunConfig, task_specs: list[AttributeSpec]) -> None:
+    """``model.bottleneck_code_head: auto`` chosen by :func:`auto_code_head` from the intended attributes' classes and
+    recorded under ``meta.code_head_rule``; then the warm epochs, which depend on the head."""
+    m = cfg.model
+    if m.bottleneck_code_head == AUTO_HEAD:
+        counts = [s.num_classes for s in task_specs]
+        m.bottleneck_code_head = auto_code_head(counts, m.bottleneck_code or 0, m.bottleneck_code_depth)
+        cfg.meta["code_head_rule"] = {
+            "rule": "C's architecture (vgg) when an intended attribute has more than 2 classes, else the MLP head; "
+                    "the MLP head without a code or with code depth", "classes": counts,
+            "code_head": m.bottleneck_code_head}
+    resolve_warm(cfg)
 
 
 class HardenedTrainer(Trainer):
@@ -222,6 +252,11 @@ class HardenedTrainer(Trainer):
             self.aux_optimizer = torch.optim.Adam(self.aux.parameters(), self.cfg.train.lr,
                                                   weight_decay=self.cfg.train.weight_decay)
             self.optimizers["aux"] = self.aux_optimizer  # checkpointed with the head: a resumed warm epoch goes on
+
+    @classmethod
+    def resolve_at_creation(cls, cfg: RunConfig, data: PreparedData) -> None:
+        """The code head from the intended attributes (``auto``) and the warm epochs that go with it."""
+        resolve_code_head(cfg, data.task_specs)
 
     def module_dict(self) -> dict[str, nn.Module]:
         """O, C, AR, AC and, when there is one, the warm epochs' auxiliary head (checkpointed, so a run killed in a

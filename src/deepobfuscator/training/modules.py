@@ -79,13 +79,18 @@ def set_trainable(modules: Iterable[tuple[str, nn.Module]], names: Iterable[str]
         module.requires_grad_(on)
 
 
-def run_obfuscator(cfg: RunConfig) -> nn.Module:
-    """The run's on-device module: O, followed by the noisy bottleneck when ``model.bottleneck_channels`` > 0."""
+def run_obfuscator(cfg: RunConfig, width: float | None = None,
+                   image_size: tuple[int, int] | None = None) -> nn.Module:
+    """The run's on-device module: O, followed by the noisy bottleneck when ``model.bottleneck_channels`` > 0. At
+    another ``width`` and ``image_size`` (e.g. the paper's scale) the same architecture, with C's default FC width
+    for that width in a code head of C's architecture."""
     m = cfg.model
-    return build_run_obfuscator(m.width, m.batch_norm, m.bottleneck_channels, m.bottleneck_pool or 1,
-                                m.bottleneck_norm, m.bottleneck_sigma or 0.0, m.bottleneck_learn_sigma,
-                                m.bottleneck_code or 0, tuple(cfg.data.image_size), m.bottleneck_code_depth,
-                                m.bottleneck_code_head, m.fc_width, m.dropout)
+    fc_width = m.fc_width if width is None else None
+    return build_run_obfuscator(m.width if width is None else width, m.batch_norm, m.bottleneck_channels,
+                                m.bottleneck_pool or 1, m.bottleneck_norm, m.bottleneck_sigma or 0.0,
+                                m.bottleneck_learn_sigma, m.bottleneck_code or 0,
+                                tuple(image_size or cfg.data.image_size), m.bottleneck_code_depth,
+                                m.bottleneck_code_head, fc_width, m.dropout)
 
 
 def feature_shape(cfg: RunConfig) -> tuple[int, int, int]:

@@ -38,8 +38,10 @@ def begin_run(out: Path, cfg: C, resume: bool, read_config: Callable[[RunDir], C
     return run, cfg
 
 
-def init_run(run: RunDir, cfg: RunConfig, progress: bool = True) -> tuple[PreparedData, MSSSIMSettings]:
-    """Create (or re-open) a run: write config, split and noise image once; return its data."""
+def init_run(run: RunDir, cfg: RunConfig, progress: bool = True,
+             trainer_cls: type[Trainer] = Trainer) -> tuple[PreparedData, MSSSIMSettings]:
+    """Create (or re-open) a run: write config, split and noise image once, with what ``trainer_cls`` resolves from
+    the data (:meth:`Trainer.resolve_at_creation`); return its data."""
     settings = resolve_msssim(cfg.msssim, cfg.data.image_size)
     if run.exists():
         data, _ = open_run_data(run, cfg, progress=progress)
@@ -57,6 +59,7 @@ def init_run(run: RunDir, cfg: RunConfig, progress: bool = True) -> tuple[Prepar
         cfg.model.bottleneck_channels = auto_channels(counts)
         cfg.meta["bottleneck_rule"] = {"rule": "K - 1 channels per K-class intended attribute (1 per binary one)",
                                        "classes": counts, "channels": cfg.model.bottleneck_channels}
+    trainer_cls.resolve_at_creation(cfg, data)
     cfg.meta.update({"version": __version__, "commit": git_commit(), "msssim": settings.as_dict(),
                      "feature_shape": list(feature_shape(cfg)), "split_source": split["source"],
                      "task_specs": [spec_to_dict(s) for s in data.task_specs],
@@ -84,7 +87,7 @@ def make_trainer(cfg: RunConfig, out: Path, resume: bool = False, progress: bool
         return make_distributed_trainer(cfg, out, resume=resume, build=build)
     run, cfg = begin_run(out, cfg, resume, RunDir.read_config)
     device = resolve_device(cfg.train.device)
-    data, settings = init_run(run, cfg, progress=progress and (sync is None or sync.rank == 0))
+    data, settings = init_run(run, cfg, progress=progress and (sync is None or sync.rank == 0), trainer_cls=trainer_cls)
     cfg = run.read_config()
     modules = build_modules(cfg, data.task_specs, data.private_specs).to(device)
     apply_precision(modules, cfg.train.amp, resolve_channels_last(cfg.train.channels_last, device, cfg.model.width),

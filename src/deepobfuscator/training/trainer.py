@@ -65,6 +65,11 @@ class Trainer(StagedTrainer):
         self.position = Position()
         self.has_private = bool(self.private_specs)
 
+    @classmethod
+    def resolve_at_creation(cls, cfg: RunConfig, data: PreparedData) -> None:
+        """Settings a method chooses once the run's data is known (e.g. from the intended attributes' classes), filled
+        into ``cfg`` before ``config.yaml`` is written so it records what ran; none by default."""
+
     # ----------------------------------------------------------------- plumbing
     def module_dict(self) -> dict[str, nn.Module]:
         """O, C, AR and AC by name."""
