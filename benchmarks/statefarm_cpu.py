@@ -134,6 +134,13 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     # what the three within-class terms cost once the head starts from a warm head that learnt the behaviour
     "defaults-nopenalty": ("hardened (defaults), no penalties", "hardened",
                            ["method.mu=0", "method.mu_image=0", "method.mu_spread=0"]),
+    # C linear on the averaged code and started as the seeded code's exact decoder (hardened.seed_code_decoder): C
+    # starts where the warm head ended instead of at chance; then without the ramps (a seeded head is not a cold
+    # bottleneck), which the warm rule turns into 12 warm epochs of 14
+    "defaults-linear-c": ("hardened (defaults, C linear, seeded as the code's decoder)", "hardened", [LINEAR_C]),
+    "defaults-linear-c-noramp": ("hardened (defaults, C linear seeded, no ramps: 12 warm epochs)", "hardened",
+                                 [LINEAR_C, "method.sigma_ramp_epochs=0", "method.image_ramp_epochs=0",
+                                  "method.spread_ramp_epochs=0"]),
     "vgg-head-k9-nodropout": ("hardened (code head = C's architecture, k = 9, no dropout)", "hardened",
                               CODE_K9_H + [VGG_HEAD, "model.dropout=0"]),
 }

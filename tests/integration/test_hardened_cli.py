@@ -44,11 +44,14 @@ def test_hardened_records_its_configuration_and_the_audit_choice(hardened_run: P
     assert all(0.0 <= r["audit"]["leakage"] <= 1.0 for r in audited)
     selection = json.loads((hardened_run / "audit_selection.json").read_text())
     assert len(selection["candidates"]) == 2 and selection["selected"]["stage"] in ("pretrain", "adversarial")
-    # the deployed weights (O and C) are the audit's choice
+    # the deployed weights (O and C) are the audit's choice; the other candidate's weights are removed
+    chosen = selection["selected"]
+    kept = sorted(p.name for p in (hardened_run / "checkpoints").glob("audit-*.safetensors"))
+    assert kept == [f"audit-{chosen['stage']}-{chosen['epoch']}.safetensors"]
     final = load_file(str(hardened_run / "checkpoints" / "final.safetensors"))
-    best = load_file(str(hardened_run / "checkpoints" / "audit_best.safetensors"))
-    deployed = [k for k in best if k.startswith(("obfuscator.", "classifier."))]
-    assert final.keys() == best.keys() and deployed and all(torch.equal(final[k], best[k]) for k in deployed)
+    best = load_file(str(hardened_run / "checkpoints" / kept[0]))
+    assert {k.split(".")[0] for k in best} == {"obfuscator", "classifier"}
+    assert all(torch.equal(final[k], best[k]) for k in best)
 
 
 def test_attacks_see_fresh_noisy_bottleneck_features(hardened_run: Path) -> None:

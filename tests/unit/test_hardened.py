@@ -1,6 +1,7 @@
 """The hardened defence's parts: noisy bottleneck, dependence penalties, adversary ensemble, audit rule."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -796,3 +797,71 @@ def test_a_sweep_compares_the_code_head_and_warm_epochs_as_the_run_resolved_them
     assert _comparable(recorded) == _comparable(requested, recorded)  # the finished run is the one asked for
     requested.params = {**requested.params, "mu": 2.0}
     assert _comparable(recorded) != _comparable(requested, recorded)
+
+
+@pytest.mark.parametrize("audit_from, audited", [("last", [5]), ("full_weight", [4, 5]), ("ramps", [3, 4, 5])])
+def test_the_audit_scores_the_stage_1_epochs_audit_from_names_and_deploys_its_choice(tiny_cfg, tmp_path, audit_from,
+                                                                                      audited) -> None:
+    tiny_cfg.method = "hardened"
+    tiny_cfg.params = {"warm_epochs": 1, "sigma_ramp_epochs": 2, "image_ramp_epochs": 2, "spread_ramp_epochs": 2,
+                       "audit_from": audit_from, "audit_images": 32, "audit_val_images": 16, "audit_epochs": 1}
+    tiny_cfg.train.epochs_pretrain, tiny_cfg.train.epochs_adversarial = 5, 0
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    trainer.fit()
+    records = trainer.run.read_metrics()
+    assert [r["epoch"] for r in records if "audit" in r] == audited
+    selection = json.loads((trainer.run.path / "audit_selection.json").read_text())
+    assert selection["reference_utility"] == max(c["utility"] for c in selection["candidates"])
+    chosen = trainer.candidate_file(selection["selected"])
+    assert sorted(trainer.run.checkpoints.glob("audit-*.safetensors")) == [chosen]  # the others are removed
+    final, best = load_file(str(trainer.run.final)), load_file(str(chosen))
+    assert all(torch.equal(final[k], best[k]) for k in best)
+
+
+def test_a_more_useful_later_epoch_can_make_an_earlier_one_the_choice_and_its_weights_are_kept(tiny_cfg,
+                                                                                             tmp_path) -> None:
+    tiny_cfg.method = "hardened"
+    tiny_cfg.params = {"audit": False}
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    for epoch, utility, leakage in ((1, 0.80, 0.5), (2, 0.79, 0.4), (3, 0.805, 0.6)):
+        trainer.record_candidate({"stage": "pretrain", "epoch": epoch, "utility": utility, "leakage": leakage})
+    selection = json.loads((trainer.run.path / "audit_selection.json").read_text())
+    # epoch 2 was the choice after epoch 2; epoch 3 raised the reference to 0.805, which leaves epoch 2 out
+    assert selection["selected"]["epoch"] == 1 and selection["reference_utility"] == 0.805
+    assert trainer.chosen_weights() == trainer.candidate_file(selection["selected"])
+    assert [p.name for p in trainer.run.checkpoints.glob("audit-*")] == ["audit-pretrain-1.safetensors"]
+
+
+def test_a_linear_c_seeded_as_the_codes_decoder_predicts_what_the_warm_head_predicted() -> None:
+    from deepobfuscator.losses import predictions
+    from deepobfuscator.methods.hardened import seed_code_decoder, seed_code_head
+    from deepobfuscator.models.heads import LinearProbe
+    from deepobfuscator.models.vgg import VGGClassifier
+    torch.manual_seed(0)
+    specs = [AttributeSpec("Smiling", 2), AttributeSpec("behaviour", 4)]  # 1 + 4 logits; the code: 1 + 3 values
+    warm = VGGClassifier(8, (8, 8), 5, 0.0625, fc_width=16).eval()
+    head = VGGClassifier(8, (8, 8), 4, 0.0625, fc_width=16).eval()
+    assert seed_code_head(head, warm, specs)
+    feats = torch.randn(64, 8, 8, 8)
+    code = head(feats).double()
+    norm, c = torch.nn.BatchNorm1d(4, affine=False), LinearProbe(4, 5)
+    assert seed_code_decoder(c, norm, code.mean(0), code.var(0), specs)
+    norm.eval()
+    sent = norm(code.float())[:, :, None, None] * torch.ones(1, 1, 3, 3)  # the code repeated over the sent map
+    assert torch.equal(predictions(c(sent), specs), predictions(warm(feats), specs))
+    logits = c(sent)
+    assert torch.allclose(logits[:, 0], warm(feats)[:, 0], atol=1e-4) and torch.all(logits[:, 4] == 0)
+    assert not seed_code_decoder(VGGClassifier(4, (8, 8), 5, 0.0625, fc_width=16), norm, code.mean(0), code.var(0),
+                                 specs)  # only a linear C decodes exactly
+    assert not seed_code_decoder(LinearProbe(3, 5), norm, code.mean(0)[:3], code.var(0)[:3], specs)  # wrong width
+
+
+def test_hardened_with_a_linear_c_seeds_it_with_the_code_head(tiny_cfg, tmp_path) -> None:
+    tiny_cfg.method = "hardened"
+    tiny_cfg.model.bottleneck_code_head, tiny_cfg.model.classifier = "vgg", "linear"
+    tiny_cfg.params = {"warm_epochs": 1, "audit": False}
+    tiny_cfg.train.epochs_pretrain, tiny_cfg.train.epochs_adversarial = 2, 0
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    trainer.fit()
+    first = [r for r in trainer.run.read_metrics() if r["stage"] == "pretrain"][0]
+    assert first["code_seeded"] is True and first["decoder_seeded"] is True

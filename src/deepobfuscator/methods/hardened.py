@@ -44,6 +44,7 @@ from ..data import AttributeSpec, Batch, PreparedData
 from ..dependence import MEASURES, RowBank, conditional_dependence, within_class_dependence, within_class_spread
 from ..losses import attribute_loss, predictions, reconstruction_losses
 from ..models import build_classifier
+from ..models.heads import LinearProbe
 from ..models.bottleneck import AUTO_CHANNELS, AUTO_HEAD, auto_code_head, bottleneck_of, whole_code_head
 from ..models.vgg import Obfuscator
 from ..training.adversaries import OBJECTIVES, TARGETS, AdversaryEnsemble, build_adversary
@@ -58,8 +59,9 @@ from .params import MethodParams, param, search, validate_params
 from .registry import Method, no_adversarial, register_method
 
 SELECTION_FILE = "audit_selection.json"
+AUDIT_FROM = ("last", "full_weight", "ramps")  # hardened's audit_from: which stage-1 epochs are candidates
 DEPLOYED = ("obfuscator", "classifier")  # what the audit's choice replaces in the final weights
-AUDIT_BEST = "audit_best.safetensors"  # under checkpoints/
+AUDIT_BEST = "audit_best.safetensors"  # under checkpoints/: the choice so far (runs written before per-candidate files)
 
 class HardenedParams(MethodParams):
     """The hardened defence's parameters; the defaults are the measured recipe (docs/hardened.md,
@@ -113,6 +115,10 @@ class HardenedParams(MethodParams):
     audit_epochs: int = param(4, "epochs of the audit's attackers", ge=1)
     max_utility_drop: float = param(0.01, "the audit only picks epochs within this of stage 1's validation utility",
                                     ge=0)
+    audit_from: Literal[AUDIT_FROM] = param(  # type: ignore[valid-type]
+        "last", "which stage-1 epochs the audit scores as candidates: the last only; every one at full noise and "
+                "penalty weight (full_weight: from the end of the longest ramp); every bottleneck epoch but the first "
+                "(ramps: the ramps' epochs too). Stage 1's reference utility is its best candidate's")
 
 
 DEFAULTS: dict[str, Any] = HardenedParams().model_dump()
@@ -418,9 +424,16 @@ class HardenedTrainer(Trainer):
 
     # ----------------------------------------------------------------- audit and checkpoint choice
     def audit_due(self, stage: int) -> bool:
-        """Audit after the last stage-1 epoch and after every adversarial epoch."""
-        last_pretrain = stage == 0 and self.position.epoch + 1 == self.epochs(0)
-        return self.params["audit"] and self.has_private and (last_pretrain or stage == 2)
+        """Audit after the last stage-1 epoch (and the earlier ones ``audit_from`` names) and after every adversarial
+        epoch."""
+        if not (self.params["audit"] and self.has_private):
+            return False
+        if stage != 0:
+            return stage == 2
+        epoch, last = self.position.epoch, self.epochs(0) - 1
+        first = {"last": last, "full_weight": self.params["warm_epochs"] + bottleneck_ramp(self.params),
+                 "ramps": self.params["warm_epochs"] + 1}[self.params["audit_from"]]
+        return epoch == last or (self.bottleneck is not None and min(first, last) <= epoch)
 
     def warming(self, stage: int) -> bool:
         """Whether ``stage``'s current epoch is a warm epoch (O's front trains with the auxiliary head; C does not)."""
@@ -452,6 +465,8 @@ class HardenedTrainer(Trainer):
             out["warm_acc"] = self.warm_accuracy(split)
             if split == "val" and self.position.epoch + 1 == self.params["warm_epochs"] and self.bottleneck.whole_head:
                 out["code_seeded"] = seed_code_head(self.bottleneck.head, self.aux, self.task_specs)
+                if out["code_seeded"] and isinstance(self.modules.classifier, LinearProbe):
+                    out["decoder_seeded"] = self.seed_decoder()
         if split != "val" or not self.audit_due(stage) or self.sync.rank != 0:
             return out
         self.modules.set_trainable()
@@ -462,29 +477,58 @@ class HardenedTrainer(Trainer):
                                "utility": utility, "leakage": audit["leakage"]})
         return out
 
+    @torch.no_grad()
+    def seed_decoder(self, images: int = 2000) -> bool:
+        """Start a linear C as the exact decoder of a freshly seeded code: the bottleneck's normalisation takes the
+        code's mean and variance on up to ``images`` training images, and C maps the normalised code (averaged over the
+        sent map's positions, which averages the noise) back to the warm head's logits, so C starts where the warm head
+        ended instead of at chance."""
+        self.modules.set_trainable()
+        loader = self.data.loader("train", self.cfg.train.eval_batch_size, limit=images)
+        codes = torch.cat([self.bottleneck.head(self.modules.obfuscator.front(self.prepare_images(b.to(self.device)
+                                                                                                  .images)))
+                           for b in loader.epoch(0)]).double()
+        return seed_code_decoder(self.modules.classifier, self.bottleneck.norm, codes.mean(0), codes.var(0),
+                                 self.task_specs)
+
     @property
     def selection_path(self) -> Path:
         """Where the audit's candidates and choice are written."""
         return self.run.path / SELECTION_FILE
 
+    def candidate_file(self, candidate: dict[str, Any]) -> Path:
+        """Where an audited epoch's weights are kept until the run deploys its choice."""
+        return self.run.checkpoints / f"audit-{candidate['stage']}-{candidate['epoch']}.safetensors"
+
     def record_candidate(self, candidate: dict[str, Any]) -> None:
-        """Add an audited epoch; keep its weights when it is the rule's choice so far."""
+        """Add an audited epoch and keep its weights (a later, more useful stage-1 epoch can raise the reference and
+        so make an earlier epoch the choice); the choice so far is written beside them."""
         state = json.loads(self.selection_path.read_text()) if self.selection_path.is_file() else {"candidates": []}
         history = [c for c in state["candidates"] if (c["stage"], c["epoch"]) != (candidate["stage"], candidate["epoch"])]
         history.append(candidate)
-        reference = next((c["utility"] for c in history if c["stage"] == "pretrain"), candidate["utility"])
+        reference = max((c["utility"] for c in history if c["stage"] == "pretrain"), default=candidate["utility"])
         choice = select_epoch(history, reference, self.params["max_utility_drop"])
-        if (choice["stage"], choice["epoch"]) == (candidate["stage"], candidate["epoch"]):
-            save_modules(dict(self.modules.items()), self.run.checkpoints / AUDIT_BEST)
+        save_modules({k: getattr(self.modules, k) for k in DEPLOYED}, self.candidate_file(candidate))
         atomic_write_json(self.selection_path, {"candidates": history, "reference_utility": reference,
                                                 "max_utility_drop": self.params["max_utility_drop"],
                                                 "selected": choice})
 
+    def chosen_weights(self) -> Path | None:
+        """The audit's choice's weights (a run written before per-candidate files: its single kept choice); the other
+        candidates' files are removed."""
+        choice = json.loads(self.selection_path.read_text())["selected"]
+        chosen = self.candidate_file(choice)
+        for other in self.run.checkpoints.glob("audit-*.safetensors"):
+            if other != chosen:
+                other.unlink()
+        legacy = self.run.checkpoints / AUDIT_BEST
+        return chosen if chosen.is_file() else legacy if legacy.is_file() else None
+
     def fit(self) -> dict[str, Any]:
         """Train to the end, then deploy the audit's choice as the final weights."""
         last = super().fit()
-        best = self.run.checkpoints / AUDIT_BEST
-        if self.sync.rank == 0 and self.selection_path.is_file() and best.is_file():
+        best = self.chosen_weights() if self.sync.rank == 0 and self.selection_path.is_file() else None
+        if best is not None:
             # the deployed pipeline (O, C) is the audit's choice; the diagnostic AR/AC stay as trained last
             load_modules({k: getattr(self.modules, k) for k in DEPLOYED}, best)
             save_modules(dict(self.modules.items()), self.run.final,
@@ -516,6 +560,34 @@ def seed_code_head(head: nn.Module, classifier: nn.Module, specs: list[Attribute
     head.load_state_dict({**mine, **body})
     last.weight.copy_(weight)
     last.bias.copy_(bias)
+    return True
+
+
+@torch.no_grad()
+def seed_code_decoder(classifier: nn.Module, norm: nn.Module, mean: torch.Tensor, var: torch.Tensor,
+                      specs: list[AttributeSpec]) -> bool:
+    """Make a linear C (:class:`LinearProbe`) the exact decoder of a seeded code whose per-value ``mean`` and ``var``
+    the bottleneck's normalisation (BatchNorm without affine) now takes as its running statistics: C's logits are the
+    code's values de-normalised, per binary attribute its logit, per K-class one its K - 1 logit differences and a 0
+    for the last class (what :func:`seed_code_head` put into the code). Returns False (nothing changed) for another C
+    or normalisation, or a code of another width."""
+    if not isinstance(classifier, LinearProbe) or not isinstance(norm, nn.BatchNorm1d) or norm.affine:
+        return False
+    k = len(mean)
+    layer = classifier.linear
+    if layer.in_features != k or sum(max(1, s.num_classes - 1) for s in specs) != k:
+        return False
+    norm.running_mean.copy_(mean.to(norm.running_mean))
+    norm.running_var.copy_(var.to(norm.running_var))
+    scale = torch.sqrt(var + norm.eps)
+    weight, bias = torch.zeros_like(layer.weight), torch.zeros_like(layer.bias)
+    row, col = 0, 0
+    for spec in specs:
+        for j in range(max(1, spec.num_classes - 1)):  # the last class of a K-class attribute keeps logit 0
+            weight[row + j, col + j], bias[row + j] = scale[col + j], mean[col + j]
+        row, col = row + spec.num_outputs, col + max(1, spec.num_classes - 1)
+    layer.weight.copy_(weight)
+    layer.bias.copy_(bias)
     return True
 
 
