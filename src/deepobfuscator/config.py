@@ -61,8 +61,10 @@ class ModelConfig:
     dropout: float = 0.5
     # C's registry name: vgg (the paper's C) or another registered classifier, e.g. linear (a linear map of the sent
     # map averaged over positions: with a code head, whose sent map is k values repeated over every position plus
-    # noise drawn per position, that average is the code's sufficient statistic and C only has to decode it)
-    classifier: str = "vgg"
+    # noise drawn per position, that average is the code's sufficient statistic and C only has to decode it).
+    # None: the method's default, else vgg (hardened: auto, chosen with its code head: linear, started as the exact
+    # decoder of the code, behind a code head of C's architecture; vgg otherwise)
+    classifier: str | None = None
     adversary_classifier: str = "vgg"  # registry name; "vgg" = same as C
     reconstructor: str = "mirror"
     # noisy bottleneck after O (models/bottleneck.py); 0 channels: none (every method but `hardened`); -1: chosen from

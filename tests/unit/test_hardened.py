@@ -754,6 +754,7 @@ def test_the_code_head_rule_picks_c_architecture_for_multi_class_intended_labels
     assert (sf.train.epochs_pretrain, sf.model.bottleneck_code_head, sf.params["warm_epochs"]) == (14, "auto", -1)
     hardened.resolve_code_head(sf, [AttributeSpec("behaviour", 10)])
     assert (sf.model.bottleneck_code_head, sf.params["warm_epochs"]) == ("vgg", 9)  # the seeded head's warm rule
+    assert sf.model.classifier == "linear"  # C starts as the seeded code's decoder
     assert sf.meta["code_head_rule"]["classes"] == [10] and sf.meta["code_head_rule"]["code_head"] == "vgg"
     again = configure(sf)  # idempotent once resolved
     assert (again.model.bottleneck_code_head, again.params["warm_epochs"]) == ("vgg", 9)
@@ -763,6 +764,12 @@ def test_the_code_head_rule_picks_c_architecture_for_multi_class_intended_labels
     hardened.resolve_code_head(mine, [AttributeSpec("behaviour", 10)])
     assert (mine.model.bottleneck_code_head, mine.params["warm_epochs"], "code_head_rule" in mine.meta) == \
         ("mlp", 5, False)
+    assert mine.model.classifier == "vgg"  # the paper's C behind the MLP head
+    paper_c = preset("statefarm-cpu")
+    paper_c.model.classifier = "vgg"  # a user's C is kept behind the rule's head
+    hardened.resolve_code_head(configure(paper_c, "hardened"), [AttributeSpec("behaviour", 10)])
+    assert (paper_c.model.bottleneck_code_head, paper_c.model.classifier) == ("vgg", "vgg")
+    assert configure(preset("statefarm-cpu"), "encoder").model.classifier == "vgg"  # other methods: the paper's C
     bad = preset("statefarm-cpu")
     bad.params = {"warm_epochs": 14}  # wrong whatever the head: caught before the run is created
     with pytest.raises(ConfigError, match="warm_epochs"):

@@ -127,6 +127,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {"mu_image": 0.0, "image_ramp_epochs": 0, "mu_
                                    "sigma_ramp_epochs": 0, "warm_epochs": 0, "aux_epochs": 2,
                                    "adversaries": ["vgg", "resnet", "mlp"]}
 MIN_SENT_HW = 8
+AUTO_CLASSIFIER = "auto"  # model.classifier: chosen with the code head by auto_classifier
 BOTTLENECK_DEFAULTS = {"bottleneck_channels": AUTO_CHANNELS, "bottleneck_pool": 2, "bottleneck_sigma": 1.0,
                        "bottleneck_code": 16, "bottleneck_code_head": AUTO_HEAD}
 
@@ -178,33 +179,49 @@ def configure(cfg: RunConfig) -> None:
         m.bottleneck_code = BOTTLENECK_DEFAULTS["bottleneck_code"]
     if m.bottleneck_code_head is None:
         m.bottleneck_code_head = BOTTLENECK_DEFAULTS["bottleneck_code_head"]
+    if m.classifier is None:
+        m.classifier = AUTO_CLASSIFIER
     if m.bottleneck_pool is None:
         h, w = Obfuscator.feature_hw(tuple(cfg.data.image_size))
         pool = BOTTLENECK_DEFAULTS["bottleneck_pool"]
         m.bottleneck_pool = pool if min(h, w) // pool >= MIN_SENT_HW else 1  # C's VGG blocks pool 3 more times
     p = params(cfg)
-    t = cfg.train
     if not p["adversaries"]:
         no_adversarial(cfg)
     if m.bottleneck_code_head != AUTO_HEAD:
-        resolve_warm(cfg)
-    elif p["warm_epochs"] >= t.epochs_pretrain:  # checked now: a user's own value needs no head to be wrong
-        resolve_warm(cfg)
+        resolve_head_dependents(cfg)
+    else:  # resolved when the run is created; a user's own warm epochs need no head to be wrong
+        check_warm(cfg)
 
 
-def resolve_warm(cfg: RunConfig) -> None:
-    """``warm_epochs: -1`` resolved by :func:`auto_warm_epochs` for the configured (resolved) code head, and checked
-    against stage 1."""
+def check_warm(cfg: RunConfig) -> None:
+    """A set ``warm_epochs`` must leave the bottleneck stage-1 epochs of its own."""
+    warm = params(cfg)["warm_epochs"]
+    if warm > 0 and warm >= cfg.train.epochs_pretrain:
+        raise ConfigError(f"config.yaml method.warm_epochs ({warm}) must be below train.epochs_pretrain "
+                          f"({cfg.train.epochs_pretrain}): the bottleneck needs stage-1 epochs of its own")
+
+
+def resolve_head_dependents(cfg: RunConfig) -> None:
+    """What depends on the (resolved) code head: ``model.classifier: auto`` (:func:`auto_classifier`) and
+    ``warm_epochs: -1`` (:func:`auto_warm_epochs`), checked against stage 1."""
+    m = cfg.model
+    if m.classifier == AUTO_CLASSIFIER:
+        m.classifier = auto_classifier(m.bottleneck_code, m.bottleneck_code_head)
     p = params(cfg)
     if p["warm_epochs"] < 0:
-        m = cfg.model
         seeded = whole_code_head(m.bottleneck_code, m.bottleneck_code_head)  # seed_code_head starts it after them
         warm = auto_warm_epochs(cfg.train.epochs_pretrain, bottleneck_ramp(p), seeded)
         cfg.params = {**cfg.params, "warm_epochs": warm}
-        p = params(cfg)
-    if p["warm_epochs"] and p["warm_epochs"] >= cfg.train.epochs_pretrain:
-        raise ConfigError(f"config.yaml method.warm_epochs ({p['warm_epochs']}) must be below train.epochs_pretrain "
-                          f"({cfg.train.epochs_pretrain}): the bottleneck needs stage-1 epochs of its own")
+    check_warm(cfg)
+
+
+def auto_classifier(code: int, code_head: str | None) -> str:
+    """C behind a code head of C's architecture: ``linear``, started as the exact decoder of the seeded code
+    (:func:`seed_code_decoder`), so C starts where the warm head ended (State Farm: behaviour 0.867 against 0.739
+    with the paper's C learning to read the code from a random start, benchmarks/results/statefarm_cpu.md); behind
+    any other bottleneck the paper's C (``vgg``)."""
+    return "linear" if whole_code_head(code, code_head) else "vgg"
 
 
 def resolve_code_head(cfg: RunConfig, task_specs: list[AttributeSpec]) -> None:
@@ -218,7 +235,7 @@ def resolve_code_head(cfg: RunConfig, task_specs: list[AttributeSpec]) -> None:
             "rule": "C's architecture (vgg) when an intended attribute has more than 2 classes, else the MLP head; "
                     "the MLP head without a code or with code depth", "classes": counts,
             "code_head": m.bottleneck_code_head}
-    resolve_warm(cfg)
+    resolve_head_dependents(cfg)
 
 
 class HardenedTrainer(Trainer):
