@@ -755,6 +755,7 @@ def test_the_code_head_rule_picks_c_architecture_for_multi_class_intended_labels
     hardened.resolve_code_head(sf, [AttributeSpec("behaviour", 10)])
     assert (sf.model.bottleneck_code_head, sf.params["warm_epochs"]) == ("vgg", 9)  # the seeded head's warm rule
     assert sf.model.classifier == "linear"  # C starts as the seeded code's decoder
+    assert sf.params["audit_from"] == "full_weight"  # its few bottleneck epochs are chosen among by the audit
     assert sf.meta["code_head_rule"]["classes"] == [10] and sf.meta["code_head_rule"]["code_head"] == "vgg"
     again = configure(sf)  # idempotent once resolved
     assert (again.model.bottleneck_code_head, again.params["warm_epochs"]) == ("vgg", 9)
@@ -764,7 +765,7 @@ def test_the_code_head_rule_picks_c_architecture_for_multi_class_intended_labels
     hardened.resolve_code_head(mine, [AttributeSpec("behaviour", 10)])
     assert (mine.model.bottleneck_code_head, mine.params["warm_epochs"], "code_head_rule" in mine.meta) == \
         ("mlp", 5, False)
-    assert mine.model.classifier == "vgg"  # the paper's C behind the MLP head
+    assert mine.model.classifier == "vgg" and mine.params["audit_from"] == "last"  # the paper's C behind the MLP head
     paper_c = preset("statefarm-cpu")
     paper_c.model.classifier = "vgg"  # a user's C is kept behind the rule's head
     hardened.resolve_code_head(configure(paper_c, "hardened"), [AttributeSpec("behaviour", 10)])
@@ -872,3 +873,32 @@ def test_hardened_with_a_linear_c_seeds_it_with_the_code_head(tiny_cfg, tmp_path
     trainer.fit()
     first = [r for r in trainer.run.read_metrics() if r["stage"] == "pretrain"][0]
     assert first["code_seeded"] is True and first["decoder_seeded"] is True
+
+
+def test_a_seeded_code_head_starts_from_the_warm_epoch_with_the_best_validation(tiny_cfg, tmp_path, monkeypatch) -> None:
+    tiny_cfg.method = "hardened"
+    tiny_cfg.model.bottleneck_code_head = "vgg"
+    tiny_cfg.params = {"warm_epochs": 3, "audit": False}
+    tiny_cfg.train.epochs_pretrain, tiny_cfg.train.epochs_adversarial = 4, 0
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    scores = iter([0.5, 0.9, 0.6])  # the warm head's validation per warm epoch: the second is the best
+    monkeypatch.setattr(trainer, "warm_accuracy", lambda split="val": {"Smiling": next(scores)})
+    kept = {}
+    original = trainer.keep_best_warm
+
+    def keep(accuracy):
+        original(accuracy)
+        if trainer.position.epoch == 1:  # remember the best epoch's front to compare after the restore
+            kept.update({k: v.clone() for k, v in trainer.modules.obfuscator.front.state_dict().items()})
+    monkeypatch.setattr(trainer, "keep_best_warm", keep)
+    seen = {}
+    real_seed = hardened.seed_code_head
+
+    def seed(head, classifier, specs):
+        seen.update({k: v.clone() for k, v in trainer.modules.obfuscator.front.state_dict().items()})
+        return real_seed(head, classifier, specs)
+    monkeypatch.setattr(hardened, "seed_code_head", seed)
+    trainer.fit()
+    warm = [r for r in trainer.run.read_metrics() if r["stage"] == "pretrain"][2]
+    assert warm["warm_restored"] == 2 and warm["code_seeded"] is True
+    assert kept and all(torch.equal(seen[k], v) for k, v in kept.items())  # the head started from epoch 2's front

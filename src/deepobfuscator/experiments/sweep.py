@@ -285,7 +285,8 @@ def default_attack(run_dir: Path, options: dict[str, Any], progress: bool) -> An
 
 
 RESOLVED_WHEN_CREATED = (("train", "amp"), ("train", "channels_last"), ("model", "bottleneck_channels"),
-                         ("model", "bottleneck_code_head"), ("model", "classifier"), ("method", "warm_epochs"))
+                         ("model", "bottleneck_code_head"), ("model", "classifier"), ("method", "warm_epochs"),
+                         ("method", "audit_from"))
 AUTO_VALUES = (AUTO, AUTO_CHANNELS, AUTO_HEAD)  # what the config asks for when the run resolves a value at creation
 
 

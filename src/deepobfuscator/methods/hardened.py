@@ -59,7 +59,8 @@ from .params import MethodParams, param, search, validate_params
 from .registry import Method, no_adversarial, register_method
 
 SELECTION_FILE = "audit_selection.json"
-AUDIT_FROM = ("last", "full_weight", "ramps")  # hardened's audit_from: which stage-1 epochs are candidates
+AUDIT_FROM = ("auto", "last", "full_weight", "ramps")  # hardened's audit_from: which stage-1 epochs are candidates
+WARM_BEST = "warm_best"  # under checkpoints/: the warm stage's best validation epoch (.safetensors, .json)
 DEPLOYED = ("obfuscator", "classifier")  # what the audit's choice replaces in the final weights
 AUDIT_BEST = "audit_best.safetensors"  # under checkpoints/: the choice so far (runs written before per-candidate files)
 
@@ -116,9 +117,11 @@ class HardenedParams(MethodParams):
     max_utility_drop: float = param(0.01, "the audit only picks epochs within this of stage 1's validation utility",
                                     ge=0)
     audit_from: Literal[AUDIT_FROM] = param(  # type: ignore[valid-type]
-        "last", "which stage-1 epochs the audit scores as candidates: the last only; every one at full noise and "
+        "auto", "which stage-1 epochs the audit scores as candidates: the last only; every one at full noise and "
                 "penalty weight (full_weight: from the end of the longest ramp); every bottleneck epoch but the first "
-                "(ramps: the ramps' epochs too). Stage 1's reference utility is its best candidate's")
+                "(ramps: the ramps' epochs too); auto: full_weight behind a code head seeded from the warm epochs, "
+                "whose few bottleneck epochs swing in validation, else last. Stage 1's reference utility is its best "
+                "candidate's")
 
 
 DEFAULTS: dict[str, Any] = HardenedParams().model_dump()
@@ -209,10 +212,12 @@ def resolve_head_dependents(cfg: RunConfig) -> None:
     if m.classifier == AUTO_CLASSIFIER:
         m.classifier = auto_classifier(m.bottleneck_code, m.bottleneck_code_head)
     p = params(cfg)
+    seeded = whole_code_head(m.bottleneck_code, m.bottleneck_code_head)  # seed_code_head starts it after the warm ones
     if p["warm_epochs"] < 0:
-        seeded = whole_code_head(m.bottleneck_code, m.bottleneck_code_head)  # seed_code_head starts it after them
-        warm = auto_warm_epochs(cfg.train.epochs_pretrain, bottleneck_ramp(p), seeded)
-        cfg.params = {**cfg.params, "warm_epochs": warm}
+        cfg.params = {**cfg.params, "warm_epochs": auto_warm_epochs(cfg.train.epochs_pretrain, bottleneck_ramp(p),
+                                                                    seeded)}
+    if p["audit_from"] == "auto":
+        cfg.params = {**cfg.params, "audit_from": "full_weight" if seeded else "last"}
     check_warm(cfg)
 
 
@@ -449,7 +454,8 @@ class HardenedTrainer(Trainer):
             return stage == 2
         epoch, last = self.position.epoch, self.epochs(0) - 1
         first = {"last": last, "full_weight": self.params["warm_epochs"] + bottleneck_ramp(self.params),
-                 "ramps": self.params["warm_epochs"] + 1}[self.params["audit_from"]]
+                 "ramps": self.params["warm_epochs"] + 1,
+                 "auto": last}[self.params["audit_from"]]  # unresolved: a run written before the setting
         return epoch == last or (self.bottleneck is not None and min(first, last) <= epoch)
 
     def warming(self, stage: int) -> bool:
@@ -480,7 +486,10 @@ class HardenedTrainer(Trainer):
         out = super().validate(stage, split)
         if self.warming(stage):
             out["warm_acc"] = self.warm_accuracy(split)
+            if split == "val" and self.bottleneck.whole_head:
+                self.keep_best_warm(out["warm_acc"])
             if split == "val" and self.position.epoch + 1 == self.params["warm_epochs"] and self.bottleneck.whole_head:
+                out["warm_restored"] = self.restore_best_warm()
                 out["code_seeded"] = seed_code_head(self.bottleneck.head, self.aux, self.task_specs)
                 if out["code_seeded"] and isinstance(self.modules.classifier, LinearProbe):
                     out["decoder_seeded"] = self.seed_decoder()
@@ -493,6 +502,28 @@ class HardenedTrainer(Trainer):
         self.record_candidate({"stage": ("pretrain", "attacker", "adversarial")[stage], "epoch": self.position.epoch + 1,
                                "utility": utility, "leakage": audit["leakage"]})
         return out
+
+    def keep_best_warm(self, accuracy: dict[str, float]) -> None:
+        """Keep O's front and the warm head of the warm epoch with the best mean validation accuracy so far (what a
+        seeded code head starts from: the warm head's validation swings from epoch to epoch)."""
+        record = self.run.checkpoints / f"{WARM_BEST}.json"
+        best = json.loads(record.read_text())["accuracy"] if record.is_file() else -1.0
+        mean = sum(accuracy.values()) / max(1, len(accuracy))
+        if mean > best and self.sync.rank == 0:
+            save_modules({"front": self.modules.obfuscator.front, "aux": self.aux},
+                         self.run.checkpoints / f"{WARM_BEST}.safetensors")
+            atomic_write_json(record, {"epoch": self.position.epoch + 1, "accuracy": mean})
+
+    def restore_best_warm(self) -> int | None:
+        """Load the best warm epoch's front and head (kept by :meth:`keep_best_warm`); returns its epoch."""
+        record = self.run.checkpoints / f"{WARM_BEST}.json"
+        if not record.is_file():
+            return None
+        epoch = json.loads(record.read_text())["epoch"]
+        if epoch != self.position.epoch + 1:
+            load_modules({"front": self.modules.obfuscator.front, "aux": self.aux},
+                         self.run.checkpoints / f"{WARM_BEST}.safetensors")
+        return epoch
 
     @torch.no_grad()
     def seed_decoder(self, images: int = 2000) -> bool:
