@@ -873,6 +873,10 @@ def test_hardened_with_a_linear_c_seeds_it_with_the_code_head(tiny_cfg, tmp_path
     trainer.fit()
     first = [r for r in trainer.run.read_metrics() if r["stage"] == "pretrain"][0]
     assert first["code_seeded"] is True and first["decoder_seeded"] is True
+    rate = tiny_cfg.train.lr * hardened.DEFAULTS["seeded_lr_scale"]  # the bottleneck epochs fine-tune the copy
+    assert first["lr"] == pytest.approx(rate) and rate < tiny_cfg.train.lr
+    assert all(g["lr"] == pytest.approx(rate) for n in ("obfuscator", "classifier")
+               for g in trainer.optimizers[n].param_groups)
 
 
 def test_a_seeded_code_head_starts_from_the_warm_epoch_with_the_best_validation(tiny_cfg, tmp_path, monkeypatch) -> None:

@@ -101,6 +101,8 @@ class HardenedParams(MethodParams):
     aux_epochs: int = param(0, "first stage-1 epochs (after the warm ones) that keep that head as deep supervision",
                             ge=0)
     aux_weight: float = param(1.0, "weight of the auxiliary head's loss", ge=0)
+    seeded_lr_scale: float = param(0.1, "learning-rate factor of O and C once a code head is seeded from the warm "
+                                   "head: the bottleneck epochs fine-tune what the warm epochs learnt", gt=0, le=1)
     init_from: str = param("", "a finished run (e.g. the Encoder's) whose obfuscator initialises O's front")
     adversaries: list[str] = param([], "e.g. [vgg, resnet, mlp]: the adversarial stage against a restarted "
                                    "ensemble ([]: none)")
@@ -493,6 +495,8 @@ class HardenedTrainer(Trainer):
                 out["code_seeded"] = seed_code_head(self.bottleneck.head, self.aux, self.task_specs)
                 if out["code_seeded"] and isinstance(self.modules.classifier, LinearProbe):
                     out["decoder_seeded"] = self.seed_decoder()
+                if out["code_seeded"]:
+                    out["lr"] = self.fine_tune_rate()
         if split != "val" or not self.audit_due(stage) or self.sync.rank != 0:
             return out
         self.modules.set_trainable()
@@ -502,6 +506,16 @@ class HardenedTrainer(Trainer):
         self.record_candidate({"stage": ("pretrain", "attacker", "adversarial")[stage], "epoch": self.position.epoch + 1,
                                "utility": utility, "leakage": audit["leakage"]})
         return out
+
+    def fine_tune_rate(self) -> float:
+        """O's and C's learning rate from the seeding on: ``seeded_lr_scale`` times the run's (Adam's first steps on a
+        copied head move every weight by about the rate whatever its gradient, which undoes the copy at full rate:
+        State Farm's validation swung by 10 points from one bottleneck epoch to the next)."""
+        rate = self.cfg.train.lr * self.params["seeded_lr_scale"]
+        for name in ("obfuscator", "classifier"):
+            for group in self.optimizers[name].param_groups:
+                group["lr"] = rate
+        return rate
 
     def keep_best_warm(self, accuracy: dict[str, float]) -> None:
         """Keep O's front and the warm head of the warm epoch with the best mean validation accuracy so far (what a
