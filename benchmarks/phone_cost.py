@@ -47,7 +47,8 @@ def main() -> int:
     torch.set_num_threads(1)
     lines = ["# What the phone runs, per code head (`benchmarks/phone_cost.py`)", "",
              f"One image, batch 1, k = {args.channels} code value(s); parameters, fp32 size, GFLOPs (a multiply-add "
-             "counts 2).", "", "| scale | on-device module | parameters | fp32 MiB | GFLOPs |", "|---|---|---:|---:|---:|"]
+             "counts 2).", "", "| scale | on-device module | parameters | fp32 MiB | GFLOPs |",
+             "|---|---|---:|---:|---:|"]
     for label, name in SCALES.items():
         for what, head in HEADS.items():
             n, gflops = cost(name, head, args.channels)

@@ -738,6 +738,12 @@ def test_c_can_be_a_linear_map_of_the_averaged_code(tiny_cfg, tmp_path) -> None:
     assert isinstance(trainer.modules.classifier, LinearProbe)
     trainer.fit()
     assert "classifier: linear" in (tmp_path / "h" / "config.yaml").read_text()
+    first = [r for r in trainer.run.read_metrics() if r["stage"] == "pretrain"][0]
+    assert first["code_seeded"] is True and first["decoder_seeded"] is True  # C starts as the code's decoder
+    rate = tiny_cfg.train.lr * hardened.DEFAULTS["seeded_lr_scale"]  # the bottleneck epochs fine-tune the copy
+    assert first["lr"] == pytest.approx(rate) and rate < tiny_cfg.train.lr
+    assert all(g["lr"] == pytest.approx(rate) for n in ("obfuscator", "classifier")
+               for g in trainer.optimizers[n].param_groups)
     assert (tmp_path / "h" / "checkpoints" / "final.safetensors").is_file()
     card = export_run(tmp_path / "h")
     assert "classifier" in card["parity"]  # the cloud part exports (and passes parity) like the paper's C
@@ -863,20 +869,6 @@ def test_a_linear_c_seeded_as_the_codes_decoder_predicts_what_the_warm_head_pred
                                  specs)  # only a linear C decodes exactly
     assert not seed_code_decoder(LinearProbe(3, 5), norm, code.mean(0)[:3], code.var(0)[:3], specs)  # wrong width
 
-
-def test_hardened_with_a_linear_c_seeds_it_with_the_code_head(tiny_cfg, tmp_path) -> None:
-    tiny_cfg.method = "hardened"
-    tiny_cfg.model.bottleneck_code_head, tiny_cfg.model.classifier = "vgg", "linear"
-    tiny_cfg.params = {"warm_epochs": 1, "audit": False}
-    tiny_cfg.train.epochs_pretrain, tiny_cfg.train.epochs_adversarial = 2, 0
-    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
-    trainer.fit()
-    first = [r for r in trainer.run.read_metrics() if r["stage"] == "pretrain"][0]
-    assert first["code_seeded"] is True and first["decoder_seeded"] is True
-    rate = tiny_cfg.train.lr * hardened.DEFAULTS["seeded_lr_scale"]  # the bottleneck epochs fine-tune the copy
-    assert first["lr"] == pytest.approx(rate) and rate < tiny_cfg.train.lr
-    assert all(g["lr"] == pytest.approx(rate) for n in ("obfuscator", "classifier")
-               for g in trainer.optimizers[n].param_groups)
 
 
 def test_a_seeded_code_head_starts_from_the_warm_epoch_with_the_best_validation(tiny_cfg, tmp_path, monkeypatch) -> None:

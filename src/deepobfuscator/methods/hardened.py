@@ -95,8 +95,8 @@ class HardenedParams(MethodParams):
     beta: float = param(0.0, "VIB KL weight (meaningful with model.bottleneck_learn_sigma)", ge=0)
     warm_epochs: int = param(-1, "first stage-1 epochs that train only O's front with an Encoder-style head (no "
                              "bottleneck); -1: about 4/11 of stage 1, or, for a code head seeded from them "
-                             "(bottleneck_code_head: vgg, the rule's head for a multi-class intended attribute), all but the "
-                             "bottleneck's longest ramp and 2 epochs (resolved when the run is created)",
+                             "(bottleneck_code_head: vgg, the rule's head for a multi-class intended attribute), all "
+                             "but the bottleneck's longest ramp and 2 epochs (resolved when the run is created)",
                              ge=-1)
     aux_epochs: int = param(0, "first stage-1 epochs (after the warm ones) that keep that head as deep supervision",
                             ge=0)
@@ -225,7 +225,7 @@ def resolve_head_dependents(cfg: RunConfig) -> None:
 
 def auto_classifier(code: int, code_head: str | None) -> str:
     """C behind a code head of C's architecture: ``linear``, started as the exact decoder of the seeded code
-    (:func:`seed_code_decoder`), so C starts where the warm head ended (State Farm: behaviour 0.867 against 0.739
+    (:func:`seed_code_decoder`), so C starts where the warm head ended (State Farm: behaviour 0.867 against 0.718
     with the paper's C learning to read the code from a random start, benchmarks/results/statefarm_cpu.md); behind
     any other bottleneck the paper's C (``vgg``)."""
     return "linear" if whole_code_head(code, code_head) else "vgg"
@@ -510,7 +510,7 @@ class HardenedTrainer(Trainer):
     def fine_tune_rate(self) -> float:
         """O's and C's learning rate from the seeding on: ``seeded_lr_scale`` times the run's (Adam's first steps on a
         copied head move every weight by about the rate whatever its gradient, which undoes the copy at full rate:
-        State Farm's validation swung by 10 points from one bottleneck epoch to the next)."""
+        State Farm's validation swung by up to 11 points from one bottleneck epoch to the next)."""
         rate = self.cfg.train.lr * self.params["seeded_lr_scale"]
         for name in ("obfuscator", "classifier"):
             for group in self.optimizers[name].param_groups:

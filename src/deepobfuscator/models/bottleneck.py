@@ -209,7 +209,8 @@ def auto_code_head(class_counts: list[int], code: int = 1, code_depth: int = 0) 
     prediction's sufficient statistic, which the small head on O's shallow features does not compute (State Farm's 10
     behaviours: 0.51 and 0.63 with the MLP head, 0.74 and 0.83 with C's on two splits, the driver goal met by both;
     it costs the phone C's compute: 9.5 MiB and 0.16 GFLOPs at celeba-cpu, 360 MiB and 23 GFLOPs at the paper's
-    size). A rule of the code applied to the training data's attributes alone, recorded under ``meta.code_head_rule``."""
+    size). A rule of the code applied to the training data's attributes alone, recorded under
+    ``meta.code_head_rule``."""
     if not code or code_depth:
         return "mlp"
     return "vgg" if any(k > 2 for k in class_counts) else "mlp"
