@@ -76,6 +76,11 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "default-code-k9": ("hardened (defaults: code head, k = K - 1 = 9, 5 warm epochs of 14)", "hardened", CODE_K9_MLP),
     # the reference trained as long as hardened's stage 1 (14 epochs at this preset; the preset's Encoder trains 6)
     "encoder-14": ("Encoder (14 epochs)", "encoder", [ENCODER_14]),
+    # the same on hardened's schedule: its last 5 stage-1 epochs (after the seeding) run at a tenth of the rate
+    "encoder-14-decay": ("Encoder (14 epochs, the last 5 at a tenth of the rate)", "encoder",
+                         [ENCODER_14, "train.lr_drop_epochs=5"]),
+    "encoder-14-decay-drivers": ("Encoder (14 epochs, the last 5 at a tenth of the rate), driver-disjoint split",
+                                 "encoder", [ENCODER_14, "train.lr_drop_epochs=5", DRIVER_SPLIT]),
     # what a new user meets: drivers never seen in training (data.split_by=identity); behaviour only, since a closed-set
     # driver attacker cannot name drivers it never saw
     "encoder-14-drivers": ("Encoder (14 epochs), driver-disjoint split", "encoder", [ENCODER_14, DRIVER_SPLIT]),

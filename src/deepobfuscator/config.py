@@ -130,6 +130,10 @@ class TrainConfig:
     epochs_pretrain: int = 3
     epochs_attacker: int = 2
     epochs_adversarial: int = 4
+    # a step decay: the last N stage-1 epochs train O and C at lr * lr_drop_factor (0: the rate stays constant), e.g.
+    # for a reference trained on the schedule a defence fine-tunes on (benchmarks/results/statefarm_cpu.md)
+    lr_drop_epochs: int = 0
+    lr_drop_factor: float = 0.1
     checkpoint_every: int = 50  # steps; a checkpoint is also written at every epoch end
     max_val_images: int | None = None
     threads: int | None = None

@@ -144,3 +144,26 @@ def summary_split(run: Path) -> dict[str, list[int]]:
     import json
 
     return json.loads((run / "split.json").read_text())
+
+
+def test_a_step_decay_lowers_o_and_c_rates_in_the_last_stage_1_epochs(tiny_cfg: RunConfig, tmp_path: Path) -> None:
+    from deepobfuscator.methods import method_trainer
+    tiny_cfg.method = "encoder"
+    tiny_cfg.train.epochs_pretrain, tiny_cfg.train.epochs_adversarial = 3, 0
+    tiny_cfg.train.lr_drop_epochs, tiny_cfg.train.lr_drop_factor = 1, 0.1
+    rates: dict[int, set[float]] = {}
+
+    def seen(trainer: Trainer, pos: Any) -> None:
+        if pos.stage == 0:
+            rates.setdefault(pos.epoch, set()).update(g["lr"] for n in ("obfuscator", "classifier")
+                                                      for g in trainer.optimizers[n].param_groups)
+    trainer = method_trainer(tiny_cfg, tmp_path / "enc", progress=False, on_step=seen)
+    trainer.fit()
+    lr = tiny_cfg.train.lr
+    assert sorted(rates) == [0, 1, 2] and rates[0] == rates[1] == {lr}
+    assert len(rates[2]) == 1 and rates[2].pop() == pytest.approx(lr * 0.1)
+    attacker_rate = trainer.optimizers["reconstructor"].param_groups[0]["lr"]
+    assert attacker_rate == tiny_cfg.train.lr_attacker  # the attackers keep theirs
+    tiny_cfg.train.lr_drop_factor = 0.0
+    with pytest.raises(ValueError, match="lr_drop_factor"):
+        method_trainer(tiny_cfg, tmp_path / "bad", progress=False).fit()

@@ -106,6 +106,9 @@ class StagedTrainer:
         """Metrics of the modules after an epoch of ``stage`` on ``split``."""
         raise NotImplementedError
 
+    def begin_epoch(self, stage: int) -> None:
+        """Called before every epoch of ``stage`` (also a resumed one); nothing by default."""
+
     def checkpoint_every(self) -> int:
         """Steps between mid-epoch checkpoints (0: only at epoch ends)."""
         return 0
@@ -179,6 +182,7 @@ class StagedTrainer:
             if pos.epoch >= self.epochs(pos.stage):
                 pos.stage, pos.epoch, pos.step = pos.stage + 1, 0, 0
                 continue
+            self.begin_epoch(pos.stage)
             loader = self.train_loader(pos.stage)
             step_fn = self.stage_step(pos.stage)
             name = self.stages[pos.stage]

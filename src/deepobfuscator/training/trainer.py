@@ -65,6 +65,20 @@ class Trainer(StagedTrainer):
         self.position = Position()
         self.has_private = bool(self.private_specs)
 
+    def begin_epoch(self, stage: int) -> None:
+        """``train.lr_drop_epochs``: O's and C's rate for this stage-1 epoch, the run's rate or, in the last N epochs,
+        ``lr_drop_factor`` times it."""
+        t = self.cfg.train
+        if stage != 0 or not t.lr_drop_epochs:
+            return
+        if t.lr_drop_epochs < 0 or not 0 < t.lr_drop_factor <= 1:
+            raise ValueError(f"train.lr_drop_epochs must be >= 0 and train.lr_drop_factor in (0, 1], got "
+                             f"{t.lr_drop_epochs} and {t.lr_drop_factor}")
+        late = self.position.epoch >= self.epochs(0) - t.lr_drop_epochs
+        for name in ("obfuscator", "classifier"):
+            for group in self.optimizers[name].param_groups:
+                group["lr"] = t.lr * (t.lr_drop_factor if late else 1.0)
+
     @classmethod
     def resolve_at_creation(cls, cfg: RunConfig, data: PreparedData) -> None:
         """Settings a method chooses once the run's data is known (e.g. from the intended attributes' classes), filled
