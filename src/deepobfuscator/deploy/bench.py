@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..config import RunConfig
+from ..models.bottleneck import code_head_name
 from ..runs import RunDir
 from ..utils import atomic_write_json
 from .sessions import open_session, run_session
@@ -94,7 +95,7 @@ def bench_device(run_dir: Path, runs: int = 100, warmup: int = 10, threads: int 
         with tempfile.TemporaryDirectory() as tmp:
             paths = paper_obfuscator(Path(tmp), tuple(paper_size), cfg=cfg)
             image = np.random.default_rng(0).random((1, 3, *paper_size), dtype=np.float32)
-            what = (f"the run's bottleneck, {cfg.model.bottleneck_code_head or 'mlp'} code head, "
+            what = (f"the run's bottleneck, {code_head_name(cfg.model.bottleneck_code_head)} code head, "
                     if cfg.model.bottleneck_channels and cfg.model.bottleneck_code else
                     "the run's bottleneck, " if cfg.model.bottleneck_channels else "")
             for precision, path in paths.items():

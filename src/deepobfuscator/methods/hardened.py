@@ -512,9 +512,7 @@ class HardenedTrainer(Trainer):
         copied head move every weight by about the rate whatever its gradient, which undoes the copy at full rate:
         State Farm's validation swung by up to 11 points from one bottleneck epoch to the next)."""
         rate = self.cfg.train.lr * self.params["seeded_lr_scale"]
-        for name in ("obfuscator", "classifier"):
-            for group in self.optimizers[name].param_groups:
-                group["lr"] = rate
+        self.set_rate(rate)
         return rate
 
     def keep_best_warm(self, accuracy: dict[str, float]) -> None:

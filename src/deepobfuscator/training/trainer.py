@@ -75,9 +75,13 @@ class Trainer(StagedTrainer):
             raise ValueError(f"train.lr_drop_epochs must be >= 0 and train.lr_drop_factor in (0, 1], got "
                              f"{t.lr_drop_epochs} and {t.lr_drop_factor}")
         late = self.position.epoch >= self.epochs(0) - t.lr_drop_epochs
+        self.set_rate(t.lr * (t.lr_drop_factor if late else 1.0))
+
+    def set_rate(self, rate: float) -> None:
+        """O's and C's learning rate from now on (the attackers keep theirs)."""
         for name in ("obfuscator", "classifier"):
             for group in self.optimizers[name].param_groups:
-                group["lr"] = t.lr * (t.lr_drop_factor if late else 1.0)
+                group["lr"] = rate
 
     @classmethod
     def resolve_at_creation(cls, cfg: RunConfig, data: PreparedData) -> None:
