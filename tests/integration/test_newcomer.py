@@ -30,6 +30,31 @@ def test_deepobf_alone_lists_every_command_and_the_quick_start(capsys: pytest.Ca
     assert main(["data"]) == 0  # a command group without its subcommand shows its help, not a usage error
 
 
+def _all_parsers(parser=None, name: str = "deepobf") -> list[tuple[str, object]]:
+    """Every parser of the command line with its full name, sub-commands of command groups included."""
+    parser = parser or build_parser()
+    out = [(name, parser)]
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            for sub_name, sub in action.choices.items():
+                out += _all_parsers(sub, f"{name} {sub_name}")
+    return out
+
+
+def test_every_command_help_renders() -> None:
+    """``--help`` of every command and sub-command formats (a stray ``%`` in one help string broke
+    ``deepobf attack --help`` once)."""
+    failures = []
+    for name, parser in _all_parsers():
+        try:
+            text = parser.format_help()
+        except Exception as exc:  # noqa: BLE001 - collect every failure with its command
+            failures.append(f"{name}: {exc}")
+            continue
+        assert "usage:" in text, name
+    assert not failures, failures
+
+
 def test_baseline_and_attack_end_with_the_answer_and_the_next_commands(trained_run: Path, tmp_path: Path,
                                                                        celeba_root: Path,
                                                                        capsys: pytest.CaptureFixture) -> None:

@@ -105,7 +105,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--recon-epochs", type=int, help=f"max epochs of reconstruction attackers (default {d.recon_epochs})")
     p.add_argument("--recon-extend", type=int,
                    help=f"epochs a reconstruction attacker still improving at its cap may train beyond it, while each "
-                        f"patience window lowers its best validation loss by {d.extend_min_delta:.1%} (default "
+                        f"patience window lowers its best validation loss by {d.extend_min_delta * 100:.1f}%% (default "
                         "as many as the cap; 0: stop at the cap)")
     p.add_argument("--attr-epochs", type=int, help=f"max epochs of attribute attackers (default {d.attr_epochs})")
     p.add_argument("--patience", type=int,
