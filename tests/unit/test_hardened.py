@@ -752,6 +752,26 @@ def test_c_can_be_a_linear_map_of_the_averaged_code(tiny_cfg, tmp_path) -> None:
         method_trainer(tiny_cfg, tmp_path / "bad", progress=False)
 
 
+def test_the_step_decay_divides_the_fine_tuning_rate_not_the_runs(tiny_cfg, tmp_path) -> None:
+    """``train.lr_drop_epochs`` with a seeded head: the bottleneck epochs run at the fine-tuning rate and the last
+    one at the decay factor times it (the decay once reset the rate to the run's, undoing the fine-tuning)."""
+    tiny_cfg.method = "hardened"
+    tiny_cfg.model.bottleneck_code_head, tiny_cfg.model.classifier = "vgg", "linear"
+    tiny_cfg.params = {"warm_epochs": 1, "audit": False}
+    tiny_cfg.train.epochs_pretrain, tiny_cfg.train.epochs_adversarial = 3, 0
+    tiny_cfg.train.lr_drop_epochs, tiny_cfg.train.lr_drop_factor = 1, 0.5
+    trainer = method_trainer(tiny_cfg, tmp_path / "h", progress=False)
+    seen = []
+    set_rate = trainer.set_rate
+    trainer.set_rate = lambda rate: (seen.append((trainer.position.epoch, rate)), set_rate(rate))[1]
+    trainer.fit()
+    fine = tiny_cfg.train.lr * hardened.DEFAULTS["seeded_lr_scale"]
+    by_epoch = dict(seen)  # the last rate set at each stage-1 epoch
+    assert by_epoch[0] == pytest.approx(fine)  # set at the seeding, after the warm epoch's validation
+    assert by_epoch[1] == pytest.approx(fine) and by_epoch[2] == pytest.approx(fine * 0.5)
+    assert [e for e, _ in seen[:1]] == [0] and seen[0][1] == pytest.approx(tiny_cfg.train.lr)  # the warm epoch
+
+
 def test_the_code_head_rule_picks_c_architecture_for_multi_class_intended_labels_only() -> None:
     from deepobfuscator.models.bottleneck import auto_code_head, build_run_obfuscator
     assert [auto_code_head(c) for c in ([2], [2, 2], [10], [2, 10], [3])] == ["mlp", "mlp", "vgg", "vgg", "vgg"]

@@ -508,12 +508,21 @@ class HardenedTrainer(Trainer):
         return out
 
     def fine_tune_rate(self) -> float:
-        """O's and C's learning rate from the seeding on: ``seeded_lr_scale`` times the run's (Adam's first steps on a
-        copied head move every weight by about the rate whatever its gradient, which undoes the copy at full rate:
-        State Farm's validation swung by up to 11 points from one bottleneck epoch to the next)."""
-        rate = self.cfg.train.lr * self.params["seeded_lr_scale"]
+        """Set O's and C's learning rate for the epochs after the seeding (:meth:`base_rate`) and return it."""
+        rate = self.base_rate(seeded=True)
         self.set_rate(rate)
         return rate
+
+    def base_rate(self, seeded: bool | None = None) -> float:
+        """The run's rate, or from the seeding of a whole code head on (after the last warm epoch) ``seeded_lr_scale``
+        times it (Adam's first steps on a copied head move every weight by about the rate whatever its gradient,
+        which undoes the copy at full rate: State Farm's validation swung by up to 11 points from one bottleneck epoch
+        to the next). ``train.lr_drop_epochs`` decays this rate, not the run's."""
+        if seeded is None:
+            pos = self.position
+            seeded = (self.bottleneck.whole_head and self.aux is not None
+                      and (pos.stage > 0 or pos.epoch >= self.params["warm_epochs"]))
+        return self.cfg.train.lr * (self.params["seeded_lr_scale"] if seeded else 1.0)
 
     def keep_best_warm(self, accuracy: dict[str, float]) -> None:
         """Keep O's front and the warm head of the warm epoch with the best mean validation accuracy so far (what a

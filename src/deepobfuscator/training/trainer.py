@@ -66,8 +66,8 @@ class Trainer(StagedTrainer):
         self.has_private = bool(self.private_specs)
 
     def begin_epoch(self, stage: int) -> None:
-        """``train.lr_drop_epochs``: O's and C's rate for this stage-1 epoch, the run's rate or, in the last N epochs,
-        ``lr_drop_factor`` times it."""
+        """``train.lr_drop_epochs``: O's and C's rate for this stage-1 epoch, :meth:`base_rate` or, in the last N
+        epochs, ``lr_drop_factor`` times it."""
         t = self.cfg.train
         if stage != 0 or not t.lr_drop_epochs:
             return
@@ -75,7 +75,12 @@ class Trainer(StagedTrainer):
             raise ValueError(f"train.lr_drop_epochs must be >= 0 and train.lr_drop_factor in (0, 1], got "
                              f"{t.lr_drop_epochs} and {t.lr_drop_factor}")
         late = self.position.epoch >= self.epochs(0) - t.lr_drop_epochs
-        self.set_rate(t.lr * (t.lr_drop_factor if late else 1.0))
+        self.set_rate(self.base_rate() * (t.lr_drop_factor if late else 1.0))
+
+    def base_rate(self) -> float:
+        """O's and C's learning rate at the current position before any step decay: the run's ``train.lr`` (a method
+        may lower it from some epoch on; the decay then divides that rate)."""
+        return self.cfg.train.lr
 
     def set_rate(self, rate: float) -> None:
         """O's and C's learning rate from now on (the attackers keep theirs)."""
