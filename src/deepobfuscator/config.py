@@ -24,6 +24,9 @@ class ConfigError(ValueError):
     """A configuration value or override is invalid."""
 
 
+PAPER_CLASSIFIER = "vgg"  # C when neither the method nor the user names one: the rest of VGG16 (the paper's C)
+
+
 @dataclass
 class DataConfig:
     """Which dataset, which attributes, which images, at which size."""
@@ -87,6 +90,10 @@ class ModelConfig:
     # models.bottleneck.auto_code_head; hardened's default). None: the method's default, else mlp (runs written before
     # the setting have no key and load as mlp)
     bottleneck_code_head: str | None = None
+
+    def classifier_name(self) -> str:
+        """C's registry name: ``classifier``, or the paper's C when no method chose one."""
+        return self.classifier or PAPER_CLASSIFIER
 
 
 @dataclass

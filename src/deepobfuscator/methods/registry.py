@@ -79,8 +79,7 @@ def configure(cfg: RunConfig, name: str | None = None) -> RunConfig:
     cfg.method = method.name
     cfg.params = validate_params(method.params, cfg.params, method.name).model_dump()
     method.configure(cfg)
-    if cfg.model.classifier is None:  # no method's default: the paper's C
-        cfg.model.classifier = "vgg"
+    cfg.model.classifier = cfg.model.classifier_name()  # recorded in config.yaml: the method's or the paper's C
     return cfg
 
 

@@ -109,7 +109,7 @@ def build_modules(cfg: RunConfig, task_specs: list[AttributeSpec], private_specs
     obf = run_obfuscator(cfg)
     ch, hw = obf.out_channels, obf.feature_hw(size)
     common = dict(width=m.width, fc_width=m.fc_width, batch_norm=m.batch_norm, dropout=m.dropout)
-    clf = build_classifier(m.classifier or "vgg", ch, hw, sum(s.num_outputs for s in task_specs), **common)
+    clf = build_classifier(m.classifier_name(), ch, hw, sum(s.num_outputs for s in task_specs), **common)
     n_priv = max(1, sum(s.num_outputs for s in private_specs))
     adv = build_classifier(m.adversary_classifier, ch, hw, n_priv, **common)
     rec = build_reconstructor(m.reconstructor, ch, hw, size, width=m.width, batch_norm=m.batch_norm)
