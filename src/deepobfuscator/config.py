@@ -77,7 +77,7 @@ class ModelConfig:
     bottleneck_norm: str = "batchnorm"  # batchnorm (no affine) | tanh | none
     bottleneck_sigma: float | None = None  # std of the Gaussian noise added on every call, train and deployment
     # (None: the method's default, else 0)
-    bottleneck_learn_sigma: bool = False  # learn sigma per channel (VIB KL weight: baseline.beta)
+    bottleneck_learn_sigma: bool = False  # learn sigma per channel (VIB KL weight: method.beta)
     # > 0: the sent mean is a code of bottleneck_channels values per image (a head with this many local channels and
     # an MLP), repeated over the sent map: no spatial capacity left for what the intended labels do not need
     # (None: the method's default, else 0; hardened: 16)
