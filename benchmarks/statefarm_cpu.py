@@ -249,13 +249,16 @@ def judge_by_repeat(attack: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for m, view in views.items():
         driver = view["privacy"].get("driver") or {}
         rec = view.get("reconstruction") or {}
-        floor = rec.get("floor")
+        floors = {k: (driver.get(f"{k}_floor") or {}).get("balanced_accuracy") for k in ("label", "oracle")}
+        above = rec.get("ms_ssim_above_floor")
         out[m] = {"driver_balanced": driver.get("balanced_accuracy"),
                   "driver_balanced_ci95": driver.get("balanced_accuracy_ci95"),
-                  "driver_attacker": driver.get("best_attacker"), "driver_label_floor": driver.get("label_floor"),
+                  "driver_accuracy": driver.get("accuracy"),  # m = 1 only (repeated views keep balanced accuracy)
+                  "driver_attacker": driver.get("best_attacker"), "driver_label_floor": floors["label"],
+                  "driver_oracle_floor": floors["oracle"],
                   "msssim": rec.get("ms_ssim"), "msssim_attacker": rec.get("best_attacker"),
-                  "constant_floor": floor.get("ms_ssim") if isinstance(floor, dict) else floor,
-                  "msssim_above_floor": rec.get("ms_ssim_above_floor")}
+                  "constant_floor": None if above is None else rec["ms_ssim"] - above,
+                  "msssim_above_floor": above}
     reid = attack.get("reid") or {}
     out["1"]["reid_same_image"], out["1"]["reid_chance"] = reid.get("same_image"), reid.get("chance")
     return out
@@ -268,16 +271,18 @@ def print_judge_table(rows: list[dict[str, Any]]) -> None:
         return
     print("\nThe default judge (`deepobf attack RUN`: every attacker; m = 8 and inf: 8 queries of one image averaged,"
           " and unlimited averaging)\n")
-    print("| variant | m | driver, best fresh attacker: balanced acc. [95% CI] | label floor | best decoder MS-SSIM | "
-          "best constant image | above it | re-ID same image (chance) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | m | driver, best fresh attacker: balanced acc. [95% CI] (accuracy) | label floor | oracle floor "
+          "(C's logits) | best decoder MS-SSIM | best constant image | above it | re-ID same image (chance) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in judged:
         for m, j in r["judge"].items():
             ci = j.get("driver_balanced_ci95") or [None, None]
             reid = (f"{fmt(j['reid_same_image'])} ({fmt(j['reid_chance'])})" if j.get("reid_same_image") is not None
                     else "")
+            acc = f"; {fmt(j['driver_accuracy'])}" if j.get("driver_accuracy") is not None else ""
             print(f"| {r['variant']} | {m} | {fmt(j['driver_balanced'])} [{fmt(ci[0])}, {fmt(ci[1])}] "
-                  f"({j['driver_attacker'] or '-'}) | {fmt(j['driver_label_floor'])} | {fmt(j['msssim'])} "
+                  f"({j['driver_attacker'] or '-'}{acc}) | {fmt(j['driver_label_floor'])} | "
+                  f"{fmt(j['driver_oracle_floor'])} | {fmt(j['msssim'])} "
                   f"({j['msssim_attacker'] or '-'}) | {fmt(j['constant_floor'])} | {fmt(j['msssim_above_floor'])} | "
                   f"{reid} |")
 
