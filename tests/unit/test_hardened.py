@@ -752,6 +752,29 @@ def test_c_can_be_a_linear_map_of_the_averaged_code(tiny_cfg, tmp_path) -> None:
         method_trainer(tiny_cfg, tmp_path / "bad", progress=False)
 
 
+def test_a_quantised_code_sends_the_predicted_class_and_exports(tiny_cfg, tmp_path) -> None:
+    """``model.bottleneck_quantise``: behind a seeded head of C's architecture the phone sends the class it predicts
+    (plus noise); C starts as its decoder, the run trains and its deployed parts export with parity."""
+    from deepobfuscator.deploy.export import export_run
+    tiny_cfg.method = "hardened"
+    tiny_cfg.model.bottleneck_code_head, tiny_cfg.model.classifier = "vgg", "linear"
+    tiny_cfg.model.bottleneck_quantise = [2]
+    tiny_cfg.params = {"warm_epochs": 1, "audit": False}
+    tiny_cfg.train.epochs_pretrain, tiny_cfg.train.epochs_adversarial = 2, 0
+    trainer = method_trainer(tiny_cfg, tmp_path / "q", progress=False)
+    trainer.fit()
+    first = [r for r in trainer.run.read_metrics() if r["stage"] == "pretrain"][0]
+    assert first["code_seeded"] is True and first["decoder_seeded"] is True
+    obf = trainer.modules.obfuscator.eval()
+    batch = next(iter(trainer.data.loader("test", 32).epoch(0)))
+    with torch.no_grad():
+        mean = obf.bottleneck.mean(obf.front(trainer.prepare_images(batch.images)))
+    assert len(set(mean[:, 0].flatten().tolist())) <= 2  # one value per predicted class, repeated over the map
+    assert "bottleneck_quantise:\n  - 2" in (tmp_path / "q" / "config.yaml").read_text()
+    card = export_run(tmp_path / "q")
+    assert "obfuscator" in card["parity"] and "classifier" in card["parity"]
+
+
 def test_the_step_decay_divides_the_fine_tuning_rate_not_the_runs(tiny_cfg, tmp_path) -> None:
     """``train.lr_drop_epochs`` with a seeded head: the bottleneck epochs run at the fine-tuning rate and the last
     one at the decay factor times it (the decay once reset the rate to the run's, undoing the fine-tuning)."""

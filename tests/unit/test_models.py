@@ -108,3 +108,26 @@ def test_build_modules_matches_config_and_is_seeded() -> None:
         feats = a.obfuscator.eval()(torch.rand(2, 3, 64, 64))
         assert tuple(a.adversary.eval()(feats).shape) == (2, 2)  # one logit per binary private attribute
         assert tuple(a.classifier.eval()(feats).shape) == (2, 1)
+
+
+def test_a_quantised_code_keeps_only_the_predicted_class_and_passes_gradients() -> None:
+    from deepobfuscator.models.bottleneck import predicted_class_code
+    code = torch.tensor([[2.0, -1.0, 0.5, -0.3], [-3.0, -2.0, -1.0, 0.7]], requires_grad=True)
+    hard = predicted_class_code(code, (4, 2))  # one 4-class attribute (3 values), one binary (1 value)
+    assert hard.tolist() == [[1.0, 0.0, 0.0, -1.0], [-1.0, -1.0, -1.0, 1.0]]  # class 0 / the last class; the signs
+    near = predicted_class_code(code.detach() + 0.01, (4, 2))
+    assert torch.equal(near, hard.detach())  # nearby codes of one class are sent alike
+    hard.sum().backward()
+    assert code.grad is not None and (code.grad != 0).all()  # straight through from the soft version
+
+
+def test_a_quantised_code_needs_a_whole_head_and_classes_that_add_up() -> None:
+    from deepobfuscator.models.bottleneck import build_run_obfuscator
+    obf = build_run_obfuscator(0.125, True, 9, code=16, image_size=(32, 32), code_head="vgg", quantise=(10,))
+    mean = obf.bottleneck.eval().mean(obf.front(torch.rand(4, 3, 32, 32)))
+    assert mean.shape[1] == 9 and len({tuple(r) for r in mean[:, :, 0, 0].tolist()}) <= 4
+    for bad in ((4,), (1, 10)):
+        with pytest.raises(ValueError, match="quantised code"):
+            build_run_obfuscator(0.125, True, 9, code=16, image_size=(32, 32), code_head="vgg", quantise=bad)
+    with pytest.raises(ValueError, match="quantised code"):  # the small head's values are not logits
+        build_run_obfuscator(0.125, True, 1, code=16, image_size=(32, 32), code_head="mlp", quantise=(2,))

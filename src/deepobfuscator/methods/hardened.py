@@ -554,9 +554,8 @@ class HardenedTrainer(Trainer):
         ended instead of at chance."""
         self.modules.set_trainable()
         loader = self.data.loader("train", self.cfg.train.eval_batch_size, limit=images)
-        codes = torch.cat([self.bottleneck.head(self.modules.obfuscator.front(self.prepare_images(b.to(self.device)
-                                                                                                  .images)))
-                           for b in loader.epoch(0)]).double()
+        codes = torch.cat([self.bottleneck.code_values(self.modules.obfuscator.front(
+            self.prepare_images(b.to(self.device).images))) for b in loader.epoch(0)]).double()
         return seed_code_decoder(self.modules.classifier, self.bottleneck.norm, codes.mean(0), codes.var(0),
                                  self.task_specs)
 

@@ -37,6 +37,34 @@ CODE_HEADS = ("mlp", "vgg")  # the code head: the small default, or C's architec
 AUTO_HEAD = "auto"  # model.bottleneck_code_head: chosen from the intended attributes by :func:`auto_code_head`
 
 
+def code_width(classes: int) -> int:
+    """Values of the code for a ``classes``-class intended attribute: ``K - 1`` logit differences (1 when binary)."""
+    return max(1, int(classes) - 1)
+
+
+def predicted_class_code(code: torch.Tensor, classes: tuple[int, ...]) -> torch.Tensor:
+    """The code of the class each block of ``code`` predicts, in the code's own form: per binary attribute the sign of
+    its logit (+-1), per K-class one the K - 1 differences of the one-hot prediction against the last class. Nothing
+    within a class is left (near-identical images of one person give the same code as any other image of that class).
+    Gradients pass straight through from the soft version (tanh(d / 2); softmax differences)."""
+    blocks, offset = [], 0
+    for k in classes:
+        n = code_width(k)
+        d = code[:, offset:offset + n]
+        offset += n
+        if k == 2:
+            soft = torch.tanh(d / 2)  # 2 sigmoid(d) - 1
+            hard = torch.where(d > 0, torch.ones_like(d), -torch.ones_like(d))
+        else:
+            full = torch.cat([d, torch.zeros_like(d[:, :1])], dim=1)  # the last class's logit is 0 in the code
+            probs = full.softmax(dim=1)
+            soft = probs[:, :-1] - probs[:, -1:]
+            onehot = (full == full.amax(dim=1, keepdim=True)).to(d.dtype)
+            hard = onehot[:, :-1] - onehot[:, -1:]
+        blocks.append(hard + (soft - soft.detach()))
+    return torch.cat(blocks, dim=1)
+
+
 class NoisyBottleneck(nn.Module):
     """1x1 conv to ``channels`` -> avg-pool by ``pool`` -> scale-fixing norm -> + N(0, sigma^2) per call.
 
@@ -50,10 +78,17 @@ class NoisyBottleneck(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, pool: int = 1, norm: str = "batchnorm",
                  sigma: float = 1.0, learn_sigma: bool = False, code: int = 0,
-                 sent_hw: tuple[int, int] | None = None, depth: int = 0, code_head: nn.Module | None = None) -> None:
+                 sent_hw: tuple[int, int] | None = None, depth: int = 0, code_head: nn.Module | None = None,
+                 quantise: tuple[int, ...] = ()) -> None:
         super().__init__()
         if code_head is not None and (not code or depth):
             raise ValueError(f"a code head module needs a code and no depth of its own, got code {code}, depth {depth}")
+        quantise = tuple(int(k) for k in quantise or ())
+        if quantise and (code_head is None or min(quantise) < 2 or sum(code_width(k) for k in quantise) != channels):
+            raise ValueError(f"a quantised code needs a code head of C's architecture and 2 or more classes per intended "
+                             f"attribute adding up to the code's {channels} values (K - 1 per K-class attribute, 1 per "
+                             f"binary one), got classes {list(quantise)}")
+        self.quantise = quantise
         if channels < 1 or pool < 1:
             raise ValueError(f"bottleneck channels and pool must be >= 1, got {channels} and {pool}")
         if code < 0 or (code and (sent_hw is None or min(sent_hw) < 1)):
@@ -104,11 +139,18 @@ class NoisyBottleneck(nn.Module):
         """Per-channel noise std ``[k]``."""
         return self.log_sigma.exp()
 
+    def code_values(self, feats: torch.Tensor) -> torch.Tensor:
+        """A whole head's code ``[N, k]`` before the norm: the head's outputs, or with ``quantise`` in eval mode (the
+        deployed pipeline) the predicted class they imply (:func:`predicted_class_code`); training keeps the head's
+        values, so the bottleneck epochs fine-tune what they always did."""
+        code = self.head(feats)
+        return predicted_class_code(code, self.quantise) if self.quantise and not self.training else code
+
     def mean(self, feats: torch.Tensor) -> torch.Tensor:
         """The deterministic part: conv, pool, norm (the mean of what is sent); with a code, the code's ``k`` values
         repeated over the pooled map."""
         if self.whole_head:
-            return self.norm(self.head(feats))[:, :, None, None] * self.positions
+            return self.norm(self.code_values(feats))[:, :, None, None] * self.positions
         pooled = self.pooling(self.conv(feats))
         if not self.code:
             return self.norm(pooled)
@@ -228,10 +270,11 @@ def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool
                          sigma: float = 0.0, learn_sigma: bool = False, code: int = 0,
                          image_size: tuple[int, int] | None = None, code_depth: int = 0,
                          code_head: str | None = "mlp", fc_width: int | None = None,
-                         dropout: float = 0.5) -> nn.Module:
+                         dropout: float = 0.5, quantise: tuple[int, ...] = ()) -> nn.Module:
     """O, wrapped in a noisy bottleneck when ``channels`` > 0 (a code head needs the input ``image_size``; ``code_depth``
     3x3 layers go before its 1x1 conv; ``code_head`` ``vgg``: the head is C's architecture, ``fc_width`` and
-    ``dropout`` as C's, with ``channels`` outputs)."""
+    ``dropout`` as C's, with ``channels`` outputs; ``quantise``: classes per intended attribute, whose predicted class
+    alone that head then sends)."""
     front = Obfuscator(width, batch_norm)
     code_head = code_head_name(code_head)
     if code_head == AUTO_HEAD:
@@ -258,4 +301,4 @@ def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool
     head = (VGGClassifier(front.out_channels, front.feature_hw(tuple(image_size)), channels, width, fc_width=fc_width,
                           batch_norm=batch_norm, dropout=dropout) if whole_code_head(code, code_head) else None)
     return BottleneckObfuscator(front, NoisyBottleneck(front.out_channels, channels, pool, norm, sigma, learn_sigma,
-                                                       code, sent_hw, code_depth, head))
+                                                       code, sent_hw, code_depth, head, quantise))
