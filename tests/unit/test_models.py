@@ -124,8 +124,11 @@ def test_a_quantised_code_keeps_only_the_predicted_class_and_passes_gradients() 
 def test_a_quantised_code_needs_a_whole_head_and_classes_that_add_up() -> None:
     from deepobfuscator.models.bottleneck import build_run_obfuscator
     obf = build_run_obfuscator(0.125, True, 9, code=16, image_size=(32, 32), code_head="vgg", quantise=(10,))
-    mean = obf.bottleneck.eval().mean(obf.front(torch.rand(4, 3, 32, 32)))
-    assert mean.shape[1] == 9 and len({tuple(r) for r in mean[:, :, 0, 0].tolist()}) <= 4
+    feats = obf.front(torch.rand(16, 3, 32, 32))
+    sent = obf.bottleneck.eval().code_values(feats)  # deployed: each row the code of one of the 10 classes
+    ones, rest = (sent == 1).sum(1), ((sent == 0) | (sent == 1)).all(1)
+    assert sent.shape == (16, 9) and bool((((ones == 1) & rest) | (sent == -1).all(1)).all())
+    assert not torch.equal(obf.bottleneck.train().code_values(feats), sent)  # training keeps the head's values
     for bad in ((4,), (1, 10)):
         with pytest.raises(ValueError, match="quantised code"):
             build_run_obfuscator(0.125, True, 9, code=16, image_size=(32, 32), code_head="vgg", quantise=bad)
