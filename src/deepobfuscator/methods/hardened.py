@@ -45,7 +45,8 @@ from ..dependence import MEASURES, RowBank, conditional_dependence, within_class
 from ..losses import attribute_loss, predictions, reconstruction_losses
 from ..models import build_classifier
 from ..models.heads import LinearProbe
-from ..models.bottleneck import AUTO_CHANNELS, AUTO_HEAD, auto_code_head, bottleneck_of, whole_code_head
+from ..models.bottleneck import (AUTO_CHANNELS, AUTO_HEAD, auto_code_head, bottleneck_of, code_width,
+                                 whole_code_head)
 from ..models.vgg import Obfuscator
 from ..training.adversaries import OBJECTIVES, TARGETS, AdversaryEnsemble, build_adversary
 from ..training.critic import ConditionalCritic
@@ -643,7 +644,7 @@ def seed_code_decoder(classifier: nn.Module, norm: nn.Module, mean: torch.Tensor
         return False
     k = len(mean)
     layer = classifier.linear
-    if layer.in_features != k or sum(max(1, s.num_classes - 1) for s in specs) != k:
+    if layer.in_features != k or sum(code_width(s.num_classes) for s in specs) != k:
         return False
     norm.running_mean.copy_(mean.to(norm.running_mean))
     norm.running_var.copy_(var.to(norm.running_var))
@@ -651,9 +652,10 @@ def seed_code_decoder(classifier: nn.Module, norm: nn.Module, mean: torch.Tensor
     weight, bias = torch.zeros_like(layer.weight), torch.zeros_like(layer.bias)
     row, col = 0, 0
     for spec in specs:
-        for j in range(max(1, spec.num_classes - 1)):  # the last class of a K-class attribute keeps logit 0
+        width = code_width(spec.num_classes)
+        for j in range(width):  # the last class of a K-class attribute keeps logit 0
             weight[row + j, col + j], bias[row + j] = scale[col + j], mean[col + j]
-        row, col = row + spec.num_outputs, col + max(1, spec.num_classes - 1)
+        row, col = row + spec.num_outputs, col + width
     layer.weight.copy_(weight)
     layer.bias.copy_(bias)
     return True

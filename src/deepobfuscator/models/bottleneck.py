@@ -233,7 +233,7 @@ def auto_channels(class_counts: list[int]) -> int:
     least 1. A rule of the code applied to the training data's attributes alone, never tuned per attribute set. (The
     earlier ``ceil(log2 K)``, the bits a label takes, cost State Farm's 10 behaviours 6 points at the same driver goal:
     benchmarks/results/statefarm_cpu.md.)"""
-    return max(1, sum(max(1, k - 1) for k in class_counts))
+    return max(1, sum(code_width(k) for k in class_counts))
 
 
 def code_head_name(code_head: str | None) -> str:
