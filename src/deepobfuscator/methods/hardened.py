@@ -519,10 +519,8 @@ class HardenedTrainer(Trainer):
         times it (Adam's first steps on a copied head move every weight by about the rate whatever its gradient,
         which undoes the copy at full rate: State Farm's validation swung by up to 11 points from one bottleneck epoch
         to the next). ``train.lr_drop_epochs`` decays this rate, not the run's."""
-        if seeded is None:
-            pos = self.position
-            seeded = (self.bottleneck.whole_head and self.aux is not None
-                      and (pos.stage > 0 or pos.epoch >= self.params["warm_epochs"]))
+        if seeded is None:  # a whole head is seeded after the warm epochs (the auxiliary head's)
+            seeded = self.bottleneck.whole_head and self.aux is not None and not self.warming(self.position.stage)
         return self.cfg.train.lr * (self.params["seeded_lr_scale"] if seeded else 1.0)
 
     def keep_best_warm(self, accuracy: dict[str, float]) -> None:
