@@ -792,7 +792,7 @@ def test_the_step_decay_divides_the_fine_tuning_rate_not_the_runs(tiny_cfg, tmp_
     by_epoch = dict(seen)  # the last rate set at each stage-1 epoch
     assert by_epoch[0] == pytest.approx(fine)  # set at the seeding, after the warm epoch's validation
     assert by_epoch[1] == pytest.approx(fine) and by_epoch[2] == pytest.approx(fine * 0.5)
-    assert [e for e, _ in seen[:1]] == [0] and seen[0][1] == pytest.approx(tiny_cfg.train.lr)  # the warm epoch
+    assert seen[0] == (0, pytest.approx(tiny_cfg.train.lr))  # the warm epoch
 
 
 def test_the_code_head_rule_picks_c_architecture_for_multi_class_intended_labels_only() -> None:
