@@ -114,3 +114,31 @@ def test_paper_scale_row_measures_the_runs_own_code_head(tmp_path: Path) -> None
         sizes[head] = paths["fp32"].stat().st_size
     bare = paper_obfuscator(tmp_path / "bare", image_size=(64, 64), width=0.125, calibration=1)["fp32"].stat().st_size
     assert bare < sizes["mlp"] < sizes["vgg"]
+
+
+def _gaussian_runner(mean: np.ndarray, sigma: np.ndarray, bias: float, seed: int):
+    rng = np.random.default_rng(seed)
+    std = sigma.reshape(1, -1, 1, 1)
+    return lambda x: (mean + bias * std + rng.standard_normal(mean.shape) * std).astype(np.float32)
+
+
+def test_noise_check_passes_unbiased_draws_and_catches_a_bias() -> None:
+    """The exported noise's mean bound: unbiased draws pass at every seed tried (the former 3-standard-error bound
+    failed about 1 check in 370 by chance, once in CI's fresh clone), a bias of a fifth of sigma on a probe of the
+    export's size fails, as do a wrong std and a noise repeated between calls."""
+    from deepobfuscator.deploy.stochastic import MEAN_BOUND_SE, NoiseParityError, check_noise
+    mean = np.random.default_rng(0).standard_normal((32, 2, 8, 8)).astype(np.float32)
+    sigma = np.array([1.0, 0.5])
+    x = np.zeros((32, 3, 4, 4), np.float32)
+    for seed in range(200):
+        check_noise(_gaussian_runner(mean, sigma, 0.0, seed), x, mean, sigma)
+    se = float(sigma.max()) / np.sqrt(4 * mean.size / len(sigma))  # the check's standard error of the mean
+    assert MEAN_BOUND_SE * se < 0.2 * float(sigma.min())  # a fifth of the smallest sigma is beyond the bound
+    for seed in range(20):
+        with pytest.raises(NoiseParityError, match="beyond"):
+            check_noise(_gaussian_runner(mean, sigma, 0.2, seed), x, mean, sigma)  # 0.2 sigma of each channel
+    with pytest.raises(NoiseParityError, match="per-channel std"):
+        check_noise(_gaussian_runner(mean, sigma * 1.5, 0.0, 0), x, mean, sigma)
+    fixed = mean + np.random.default_rng(1).standard_normal(mean.shape).astype(np.float32)
+    with pytest.raises(NoiseParityError, match="repeats"):
+        check_noise(lambda _: fixed, x, mean, sigma)
