@@ -146,6 +146,9 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     # behaviours and the warm rule 9 of 14 epochs for it (the same config as vgg-head-k9-warm9)
     "defaults": ("hardened (defaults: the rule's code head, C's architecture here)", "hardened", []),
     "defaults-drivers": ("hardened (defaults), driver-disjoint split", "hardened", [DRIVER_SPLIT]),
+    # the defaults before the phone sent C's prediction: the code's K - 1 noisy values themselves
+    "defaults-code": ("hardened (defaults, the code sent instead of C's prediction)", "hardened",
+                      ["model.bottleneck_prediction=[]"]),
     # what the three within-class terms cost once the head starts from a warm head that learnt the behaviour
     "defaults-nopenalty": ("hardened (defaults), no penalties", "hardened",
                            ["method.mu=0", "method.mu_image=0", "method.mu_spread=0"]),

@@ -90,12 +90,11 @@ class ModelConfig:
     # models.bottleneck.auto_code_head; hardened's default). None: the method's default, else mlp (runs written before
     # the setting have no key and load as mlp)
     bottleneck_code_head: str | None = None
-    # classes per intended attribute (e.g. [10]) when the deployed code head of C's architecture sends only the class
-    # its own code predicts (models.bottleneck.predicted_class_code: the sign per binary attribute, one-hot differences
-    # per K-class one; training keeps the code's values); None: the code itself. An experiment, off by default: on State
-    # Farm it leaves the driver at its floor at every m but the fine-tuned code's own argmax is not C's prediction
-    # (behaviour 0.49-0.52; benchmarks/results/statefarm_cpu.md)
-    bottleneck_quantise: list[int] | None = None
+    # classes per intended attribute (e.g. [10]) when the deployed phone sends C's prediction instead of its code: C's
+    # linear read-out of the code picks a class combination and the phone sends that combination's centroid of training
+    # codes (plus the noise); training keeps the code. None: the method's rule (hardened: on behind a code head of C's
+    # architecture with a linear C, models.bottleneck.auto_prediction), else off; []: off
+    bottleneck_prediction: list[int] | None = None
 
     def classifier_name(self) -> str:
         """C's registry name: ``classifier``, or the paper's C when no method chose one."""

@@ -747,32 +747,57 @@ def test_c_can_be_a_linear_map_of_the_averaged_code(tiny_cfg, tmp_path) -> None:
     assert (tmp_path / "h" / "checkpoints" / "final.safetensors").is_file()
     card = export_run(tmp_path / "h")
     assert "classifier" in card["parity"]  # the cloud part exports (and passes parity) like the paper's C
-    tiny_cfg.model.classifier = "nope"
+    tiny_cfg.model.classifier, tiny_cfg.model.bottleneck_prediction = "nope", None  # as a fresh config has it
     with pytest.raises(UnknownNameError, match="unknown classifier 'nope'.*linear"):
         method_trainer(tiny_cfg, tmp_path / "bad", progress=False)
 
 
-def test_a_quantised_code_sends_the_predicted_class_and_exports(tiny_cfg, tmp_path) -> None:
-    """``model.bottleneck_quantise``: behind a seeded head of C's architecture the phone sends the class it predicts
-    (plus noise); C starts as its decoder, the run trains and its deployed parts export with parity."""
+def test_the_phone_sends_cs_prediction_behind_a_whole_head_and_exports(tiny_cfg, tmp_path) -> None:
+    """The rule: behind a code head of C's architecture read by a linear C, the deployed phone sends the centroid of the
+    class C predicts (plus noise), calibrated at every validation; C decodes it to C's own noise-free prediction, the
+    run records the rule and its deployed parts export with parity."""
     from deepobfuscator.deploy.export import export_run
     tiny_cfg.method = "hardened"
     tiny_cfg.model.bottleneck_code_head, tiny_cfg.model.classifier = "vgg", "linear"
-    tiny_cfg.model.bottleneck_quantise = [2]
     tiny_cfg.params = {"warm_epochs": 1, "audit": False}
     tiny_cfg.train.epochs_pretrain, tiny_cfg.train.epochs_adversarial = 2, 0
     trainer = method_trainer(tiny_cfg, tmp_path / "q", progress=False)
     trainer.fit()
-    first = [r for r in trainer.run.read_metrics() if r["stage"] == "pretrain"][0]
-    assert first["code_seeded"] is True and first["decoder_seeded"] is True
-    obf = trainer.modules.obfuscator.eval()
+    assert tiny_cfg.model.bottleneck_prediction == [2]
+    assert tiny_cfg.meta["prediction_rule"]["prediction"] == [2]
+    records = [r for r in trainer.run.read_metrics() if r["stage"] == "pretrain"]
+    assert records[0]["code_seeded"] is True and records[-1]["prediction"]["codes"] > 0
+    obf, clf = trainer.modules.obfuscator.eval(), trainer.modules.classifier.eval()
     batch = next(iter(trainer.data.loader("test", 32).epoch(0)))
+    images = trainer.prepare_images(batch.images)
     with torch.no_grad():
-        mean = obf.bottleneck.mean(obf.front(trainer.prepare_images(batch.images)))
-    assert len(set(mean[:, 0].flatten().tolist())) <= 2  # one value per predicted class, repeated over the map
-    assert "bottleneck_quantise:\n  - 2" in (tmp_path / "q" / "config.yaml").read_text()
+        code = obf.bottleneck.normalised_code(obf.front(images))
+        sent = obf.mean(images)
+        own = clf.linear(code).flatten() > 0  # C's noise-free prediction on the code itself
+        decoded = clf(sent).flatten() > 0
+    assert len(set(sent[:, 0].flatten().tolist())) <= 2  # one value per predicted class, repeated over the map
+    assert torch.equal(own, decoded)
+    assert "bottleneck_prediction:\n  - 2" in (tmp_path / "q" / "config.yaml").read_text()
     card = export_run(tmp_path / "q")
     assert "obfuscator" in card["parity"] and "classifier" in card["parity"]
+    assert "centroid of the class combination C predicts" in card["features"]["content"]
+
+
+def test_the_prediction_rule_keeps_the_code_behind_the_small_head_and_checks_a_set_one(tiny_cfg) -> None:
+    from deepobfuscator.methods.hardened import auto_prediction, resolve_prediction
+    assert auto_prediction([10], 16, "vgg", "linear") == [10]
+    assert auto_prediction([2, 2], 16, "mlp", "vgg") == [] and auto_prediction([10], 16, "vgg", "vgg") == []
+    specs = [AttributeSpec("behaviour", 10)]
+    tiny_cfg.model.bottleneck_code, tiny_cfg.model.bottleneck_code_head, tiny_cfg.model.classifier = 16, "vgg", "linear"
+    tiny_cfg.model.bottleneck_prediction = [3]
+    with pytest.raises(ConfigError, match=r"bottleneck_prediction \[3\] must list .* \[10\]"):
+        resolve_prediction(tiny_cfg, specs)
+    tiny_cfg.model.bottleneck_prediction, tiny_cfg.model.classifier = [10], "vgg"
+    with pytest.raises(ConfigError, match="needs a linear C"):
+        resolve_prediction(tiny_cfg, specs)
+    tiny_cfg.model.bottleneck_prediction = []  # explicitly off: kept, nothing recorded
+    resolve_prediction(tiny_cfg, specs)
+    assert tiny_cfg.model.bottleneck_prediction == [] and "prediction_rule" not in tiny_cfg.meta
 
 
 def test_the_step_decay_divides_the_fine_tuning_rate_not_the_runs(tiny_cfg, tmp_path) -> None:

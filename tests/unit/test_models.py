@@ -8,6 +8,7 @@ from torch import nn
 from deepobfuscator.config import preset
 from deepobfuscator.data.index import AttributeSpec
 from deepobfuscator.models import Obfuscator, VGGClassifier, build_classifier, build_obfuscator, build_reconstructor
+from deepobfuscator.models.bottleneck import NoisyBottleneck, build_run_obfuscator
 from deepobfuscator.training.modules import build_modules, feature_shape
 
 
@@ -110,27 +111,43 @@ def test_build_modules_matches_config_and_is_seeded() -> None:
         assert tuple(a.classifier.eval()(feats).shape) == (2, 1)
 
 
-def test_a_quantised_code_keeps_only_the_predicted_class_and_passes_gradients() -> None:
-    from deepobfuscator.models.bottleneck import predicted_class_code
-    code = torch.tensor([[2.0, -1.0, 0.5, -0.3], [-3.0, -2.0, -1.0, 0.7]], requires_grad=True)
-    hard = predicted_class_code(code, (4, 2))  # one 4-class attribute (3 values), one binary (1 value)
-    assert hard.tolist() == [[1.0, 0.0, 0.0, -1.0], [-1.0, -1.0, -1.0, 1.0]]  # class 0 / the last class; the signs
-    near = predicted_class_code(code.detach() + 0.01, (4, 2))
-    assert torch.equal(near, hard.detach())  # nearby codes of one class are sent alike
-    hard.sum().backward()
-    assert code.grad is not None and (code.grad != 0).all()  # straight through from the soft version
+def _prediction_bottleneck(classes: tuple[int, ...], channels: int) -> NoisyBottleneck:
+    return NoisyBottleneck(8, channels, norm="none", sigma=1.0, code=4, sent_hw=(2, 2), prediction=classes).eval()
 
 
-def test_a_quantised_code_needs_a_whole_head_and_classes_that_add_up() -> None:
-    from deepobfuscator.models.bottleneck import build_run_obfuscator
-    obf = build_run_obfuscator(0.125, True, 9, code=16, image_size=(32, 32), code_head="vgg", quantise=(10,))
-    feats = obf.front(torch.rand(16, 3, 32, 32))
-    sent = obf.bottleneck.eval().code_values(feats)  # deployed: each row the code of one of the 10 classes
-    ones, rest = (sent == 1).sum(1), ((sent == 0) | (sent == 1)).all(1)
-    assert sent.shape == (16, 9) and bool((((ones == 1) & rest) | (sent == -1).all(1)).all())
-    assert not torch.equal(obf.bottleneck.train().code_values(feats), sent)  # training keeps the head's values
-    for bad in ((4,), (1, 10)):
-        with pytest.raises(ValueError, match="quantised code"):
-            build_run_obfuscator(0.125, True, 9, code=16, image_size=(32, 32), code_head="vgg", quantise=bad)
-    with pytest.raises(ValueError, match="quantised code"):  # the small head's values are not logits
-        build_run_obfuscator(0.125, True, 1, code=16, image_size=(32, 32), code_head="mlp", quantise=(2,))
+def test_the_sent_prediction_is_the_centroid_of_the_class_c_reads_and_c_decodes_it() -> None:
+    """A 3-class and a binary intended attribute read linearly from a 2-value code: each code is replaced by the mean of
+    the training codes whose read-out predicts its class combination; C's read-out of every centroid is that
+    combination, so C's decision on what is sent equals its decision on the code itself."""
+    from deepobfuscator.models.bottleneck import class_onehots, combination_index
+    bn = _prediction_bottleneck((3, 2), 2)
+    readout = nn.Linear(2, 4)  # logits: 3 for the 3-class attribute, 1 for the binary one
+    with torch.no_grad():
+        readout.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]))
+        readout.bias.copy_(torch.tensor([0.0, 0.0, 0.5, 0.0]))
+    codes = torch.randn(500, 2, generator=torch.Generator().manual_seed(0)) * 2
+    stats = bn.calibrate_prediction(readout, codes)
+    assert stats["combinations"] == 6 and stats["seen"] == 6 and stats["decoded_as_their_own"] == 6
+    index = combination_index(class_onehots(readout(codes), (3, 2)), (3, 2))
+    for combo in range(6):
+        assert torch.allclose(bn.centroids[combo], codes[index == combo].mean(0), atol=1e-5)
+    sent = bn.sent_code(codes)
+    assert torch.allclose(sent, bn.centroids[index])
+    assert torch.equal(combination_index(class_onehots(readout(sent), (3, 2)), (3, 2)), index)
+    assert torch.equal(bn.train().sent_code(codes), codes)  # training keeps the code
+
+
+def test_an_unseen_combination_gets_the_overall_centroid_and_the_readout_must_fit() -> None:
+    bn = _prediction_bottleneck((2, 2), 2)
+    readout = nn.Linear(2, 2)
+    with torch.no_grad():
+        readout.weight.copy_(torch.eye(2))
+        readout.bias.zero_()
+    codes = torch.tensor([[1.0, 1.0], [2.0, 3.0], [-1.0, 1.0], [1.0, -1.0]])  # no code with both logits negative
+    stats = bn.calibrate_prediction(readout, codes)
+    assert stats["seen"] == 3 and torch.allclose(bn.centroids[0], codes.mean(0))
+    assert torch.allclose(bn.centroids[3], torch.tensor([1.5, 2.0]))
+    with pytest.raises(ValueError, match="read-out maps 3 values to 2 logits"):
+        bn.calibrate_prediction(nn.Linear(3, 2), codes)
+    with pytest.raises(ValueError, match="needs a code"):
+        build_run_obfuscator(0.125, True, 1, image_size=(32, 32), prediction=(2,))

@@ -60,6 +60,9 @@ def build_model_card(run: RunDir, cfg: RunConfig | None = None) -> dict[str, Any
             "name": "features", "shape": ["batch", channels, fh, fw], "dtype": "float32",
             "transport": {"content_types": ["application/x-deepobf-tensor", "application/x-npy"],
                           "dtypes": ["float32", "float16", "int8 (per-tensor affine)"]},
+            **({"content": "the training centroid of the class combination C predicts on the phone "
+                           "(model.bottleneck_prediction), plus fresh Gaussian noise"}
+               if cfg.model.bottleneck_prediction else {}),
         },
         "output": {"name": "logits", "shape": ["batch", sum(s.num_outputs for s in task_specs)],
                    "probabilities": "sigmoid for binary attributes (P(positive)), softmax for multi-class"},

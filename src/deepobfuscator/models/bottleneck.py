@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -42,27 +42,42 @@ def code_width(classes: int) -> int:
     return max(1, int(classes) - 1)
 
 
-def predicted_class_code(code: torch.Tensor, classes: tuple[int, ...]) -> torch.Tensor:
-    """The code of the class each block of ``code`` predicts, in the code's own form: per binary attribute the sign of
-    its logit (+-1), per K-class one the K - 1 differences of the one-hot prediction against the last class. Nothing
-    within a class is left (near-identical images of one person give the same code as any other image of that class).
-    Gradients pass straight through from the soft version (tanh(d / 2); softmax differences)."""
-    blocks, offset = [], 0
+def prediction_outputs(classes: tuple[int, ...]) -> int:
+    """C's outputs for intended attributes of ``classes`` classes each: one logit per binary attribute, K per K-class."""
+    return sum(1 if k == 2 else k for k in classes)
+
+
+def class_onehots(logits: torch.Tensor, classes: tuple[int, ...]) -> list[torch.Tensor]:
+    """Per intended attribute, the one-hot ``[N, K]`` of the class C's ``logits`` predict (a binary attribute's class 1
+    when its logit is positive). Comparisons only, so exported graphs keep static shapes."""
+    hots, offset = [], 0
     for k in classes:
-        n = code_width(k)
-        d = code[:, offset:offset + n]
-        offset += n
         if k == 2:
-            soft = torch.tanh(d / 2)  # 2 sigmoid(d) - 1
-            hard = torch.where(d > 0, torch.ones_like(d), -torch.ones_like(d))
+            positive = (logits[:, offset:offset + 1] > 0).to(logits.dtype)
+            hots.append(torch.cat([1 - positive, positive], dim=1))
+            offset += 1
         else:
-            full = torch.cat([d, torch.zeros_like(d[:, :1])], dim=1)  # the last class's logit is 0 in the code
-            probs = full.softmax(dim=1)
-            soft = probs[:, :-1] - probs[:, -1:]
-            onehot = (full == full.amax(dim=1, keepdim=True)).to(d.dtype)
-            hard = onehot[:, :-1] - onehot[:, -1:]
-        blocks.append(hard + (soft - soft.detach()))
-    return torch.cat(blocks, dim=1)
+            block = logits[:, offset:offset + k]
+            hots.append((block == block.amax(dim=1, keepdim=True)).to(logits.dtype))
+            offset += k
+    return hots
+
+
+def combination_index(hots: list[torch.Tensor], classes: tuple[int, ...]) -> torch.Tensor:
+    """The index ``[N]`` of each row's class combination (the first attribute most significant) from its one-hots."""
+    index = torch.zeros(len(hots[0]), dtype=torch.long, device=hots[0].device)
+    for hot, k in zip(hots, classes):
+        index = index * k + hot.argmax(dim=1)
+    return index
+
+
+def expansion_matrix(classes: tuple[int, ...], attribute: int) -> torch.Tensor:
+    """``[K_a, P]`` 0/1 matrix mapping attribute ``attribute``'s one-hot to the ``P = prod(K)`` class combinations
+    that contain its class (the product of every attribute's expanded one-hot is the combination's one-hot)."""
+    combos = torch.arange(math.prod(classes))
+    stride = math.prod(classes[attribute + 1:])
+    of_combo = (combos // stride) % classes[attribute]
+    return (of_combo[None, :] == torch.arange(classes[attribute])[:, None]).float()
 
 
 class NoisyBottleneck(nn.Module):
@@ -79,16 +94,15 @@ class NoisyBottleneck(nn.Module):
     def __init__(self, in_channels: int, channels: int, pool: int = 1, norm: str = "batchnorm",
                  sigma: float = 1.0, learn_sigma: bool = False, code: int = 0,
                  sent_hw: tuple[int, int] | None = None, depth: int = 0, code_head: nn.Module | None = None,
-                 quantise: tuple[int, ...] = ()) -> None:
+                 prediction: tuple[int, ...] = ()) -> None:
         super().__init__()
         if code_head is not None and (not code or depth):
             raise ValueError(f"a code head module needs a code and no depth of its own, got code {code}, depth {depth}")
-        quantise = tuple(int(k) for k in quantise or ())
-        if quantise and (code_head is None or min(quantise) < 2 or sum(code_width(k) for k in quantise) != channels):
-            raise ValueError(f"a quantised code needs a code head of C's architecture and 2 or more classes per intended "
-                             f"attribute adding up to the code's {channels} values (K - 1 per K-class attribute, 1 per "
-                             f"binary one), got classes {list(quantise)}")
-        self.quantise = quantise
+        prediction = tuple(int(k) for k in prediction or ())
+        if prediction and (not code or min(prediction) < 2):
+            raise ValueError(f"sending C's prediction needs a code (model.bottleneck_code > 0) and 2 or more classes per "
+                             f"intended attribute, got code {code} and classes {list(prediction)}")
+        self.prediction = prediction
         if channels < 1 or pool < 1:
             raise ValueError(f"bottleneck channels and pool must be >= 1, got {channels} and {pool}")
         if code < 0 or (code and (sent_hw is None or min(sent_hw) < 1)):
@@ -133,28 +147,68 @@ class NoisyBottleneck(nn.Module):
         self.has_noise = bool(learn_sigma or sigma > 0)  # a Python flag: traced/exported graphs keep the branch
         self.noise_enabled = True
         self.noise_scale = 1.0  # a training curriculum may lower it for a step; never saved (deployment: 1)
+        if prediction:  # C's linear read-out and the class centroids: saved with the weights, set by calibrate_prediction
+            self.register_buffer("readout_weight", torch.zeros(prediction_outputs(prediction), self.channels))
+            self.register_buffer("readout_bias", torch.zeros(prediction_outputs(prediction)))
+            self.register_buffer("centroids", torch.zeros(math.prod(prediction), self.channels))
+            for i in range(len(prediction)):
+                self.register_buffer(f"expand{i}", expansion_matrix(prediction, i), persistent=False)
 
     @property
     def sigma(self) -> torch.Tensor:
         """Per-channel noise std ``[k]``."""
         return self.log_sigma.exp()
 
-    def code_values(self, feats: torch.Tensor) -> torch.Tensor:
-        """A whole head's code ``[N, k]`` before the norm: the head's outputs, or with ``quantise`` in eval mode (the
-        deployed pipeline) the predicted class they imply (:func:`predicted_class_code`); training keeps the head's
-        values, so the bottleneck epochs fine-tune what they always did."""
-        code = self.head(feats)
-        return predicted_class_code(code, self.quantise) if self.quantise and not self.training else code
+    def normalised_code(self, feats: torch.Tensor) -> torch.Tensor:
+        """The normalised code ``[N, k]`` (a bottleneck with a code): what the phone sends the mean of, unless it sends
+        C's prediction."""
+        if self.whole_head:
+            return self.norm(self.head(feats))
+        return self.norm(self.head(self.pooling(self.conv(feats))))
+
+    def sent_code(self, code: torch.Tensor) -> torch.Tensor:
+        """What the phone sends the mean of: the code, or with ``prediction`` in eval mode (the deployed pipeline) the
+        centroid of the class combination C's linear read-out predicts from it (:meth:`calibrate_prediction`);
+        training keeps the code, so the bottleneck epochs train what they always did."""
+        if not self.prediction or self.training:
+            return code
+        hots = class_onehots(code @ self.readout_weight.t() + self.readout_bias, self.prediction)
+        combo = hots[0] @ self.expand0
+        for i in range(1, len(hots)):
+            combo = combo * (hots[i] @ getattr(self, f"expand{i}"))
+        return combo @ self.centroids
+
+    @torch.no_grad()
+    def calibrate_prediction(self, readout: nn.Linear, codes: torch.Tensor) -> dict[str, Any]:
+        """Copy C's linear read-out (``readout``: C's layer on the position-averaged code, whose noise averaging over
+        the sent map leaves it unchanged) and set each class combination's centroid to the mean of the normalised
+        training ``codes`` ``[N, k]`` that C assigns to it. Where C's decisions are a linear map's, each class's region
+        is convex, so it holds its centroid and C decodes every centroid it has seen to that class: C's noise-free
+        prediction, with nothing within a class left. A combination C never predicts on ``codes`` gets the centroid of
+        them all. Returns what was set."""
+        if readout.in_features != self.channels or readout.out_features != len(self.readout_bias):
+            raise ValueError(f"C's read-out maps {readout.in_features} values to {readout.out_features} logits; the "
+                             f"prediction needs {self.channels} to {len(self.readout_bias)}")
+        self.readout_weight.copy_(readout.weight)
+        self.readout_bias.copy_(readout.bias)
+        codes = codes.to(self.centroids)
+        index = combination_index(class_onehots(codes @ self.readout_weight.t() + self.readout_bias, self.prediction),
+                                  self.prediction)
+        counts = torch.bincount(index, minlength=len(self.centroids))
+        sums = torch.zeros_like(self.centroids).index_add_(0, index, codes)
+        seen = counts > 0
+        self.centroids.copy_(torch.where(seen[:, None], sums / counts.clamp(min=1)[:, None], codes.mean(0)))
+        hots = class_onehots(self.centroids @ self.readout_weight.t() + self.readout_bias, self.prediction)
+        decoded = combination_index(hots, self.prediction) == torch.arange(len(self.centroids), device=index.device)
+        return {"codes": int(len(codes)), "combinations": int(len(self.centroids)), "seen": int(seen.sum()),
+                "decoded_as_their_own": int((decoded & seen).sum())}
 
     def mean(self, feats: torch.Tensor) -> torch.Tensor:
         """The deterministic part: conv, pool, norm (the mean of what is sent); with a code, the code's ``k`` values
-        repeated over the pooled map."""
-        if self.whole_head:
-            return self.norm(self.code_values(feats))[:, :, None, None] * self.positions
-        pooled = self.pooling(self.conv(feats))
+        (or C's predicted class's centroid) repeated over the pooled map."""
         if not self.code:
-            return self.norm(pooled)
-        return self.norm(self.head(pooled))[:, :, None, None] * self.positions
+            return self.norm(self.pooling(self.conv(feats)))
+        return self.sent_code(self.normalised_code(feats))[:, :, None, None] * self.positions
 
     def add_noise(self, mean: torch.Tensor) -> torch.Tensor:
         """``mean`` plus a fresh Gaussian draw with the per-channel std (nothing when noise is off)."""
@@ -270,11 +324,11 @@ def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool
                          sigma: float = 0.0, learn_sigma: bool = False, code: int = 0,
                          image_size: tuple[int, int] | None = None, code_depth: int = 0,
                          code_head: str | None = "mlp", fc_width: int | None = None,
-                         dropout: float = 0.5, quantise: tuple[int, ...] = ()) -> nn.Module:
+                         dropout: float = 0.5, prediction: tuple[int, ...] = ()) -> nn.Module:
     """O, wrapped in a noisy bottleneck when ``channels`` > 0 (a code head needs the input ``image_size``; ``code_depth``
     3x3 layers go before its 1x1 conv; ``code_head`` ``vgg``: the head is C's architecture, ``fc_width`` and
-    ``dropout`` as C's, with ``channels`` outputs; ``quantise``: classes per intended attribute, whose predicted class
-    alone that head then sends)."""
+    ``dropout`` as C's, with ``channels`` outputs; ``prediction``: classes per intended attribute, whose predicted class
+    (by C's read-out) the deployed phone sends as its centroid)."""
     front = Obfuscator(width, batch_norm)
     code_head = code_head_name(code_head)
     if code_head == AUTO_HEAD:
@@ -301,4 +355,4 @@ def build_run_obfuscator(width: float, batch_norm: bool, channels: int = 0, pool
     head = (VGGClassifier(front.out_channels, front.feature_hw(tuple(image_size)), channels, width, fc_width=fc_width,
                           batch_norm=batch_norm, dropout=dropout) if whole_code_head(code, code_head) else None)
     return BottleneckObfuscator(front, NoisyBottleneck(front.out_channels, channels, pool, norm, sigma, learn_sigma,
-                                                       code, sent_hw, code_depth, head, quantise))
+                                                       code, sent_hw, code_depth, head, prediction))

@@ -90,7 +90,7 @@ def run_obfuscator(cfg: RunConfig, width: float | None = None,
                                 m.bottleneck_pool or 1, m.bottleneck_norm, m.bottleneck_sigma or 0.0,
                                 m.bottleneck_learn_sigma, m.bottleneck_code or 0,
                                 tuple(image_size or cfg.data.image_size), m.bottleneck_code_depth,
-                                m.bottleneck_code_head, fc_width, m.dropout, tuple(m.bottleneck_quantise or ()))
+                                m.bottleneck_code_head, fc_width, m.dropout, tuple(m.bottleneck_prediction or ()))
 
 
 def feature_shape(cfg: RunConfig) -> tuple[int, int, int]:
