@@ -179,6 +179,20 @@ def table(out: Path) -> list[str]:
     return lines + body + ([""] + notes if notes else []) if body else lines + ["", "(no set judged yet)"]
 
 
+def reid_line(run: Path, work: Path) -> list[str]:
+    """Same-image re-identification from the verdict of the judge that used ``work`` (its attack.json in the run)."""
+    for path in sorted(run.glob("*/attack.json")):
+        verdict = json.loads(path.read_text())
+        reid = verdict.get("reid") or {}
+        if Path(str(verdict.get("work_dir", ""))).name == work.name and reid.get("same_image") is not None:
+            ci = reid.get("same_image_ci95") or [float("nan")] * 2
+            return ["", f"Same-image re-identification ({path.parent.name}/attack.json): {reid['same_image']:.3f} "
+                        f"[{ci[0]:.3f}, {ci[1]:.3f}] ({reid.get('same_image_attacker')}; constant-image floor "
+                        f"{reid.get('same_image_floor', float('nan')):.3f}, chance {reid.get('chance', float('nan')):.3f}, "
+                        f"{reid.get('same_image_n')} queries)"]
+    return []
+
+
 def decoder_table(out: Path) -> list[str]:
     """Every full-budget decoder job a set's judge finished (read from its work folders, so a judge still running or
     stopped is read too): MS-SSIM with its 95% interval per decoder and repeat count, the epochs, why it stopped, and
@@ -214,6 +228,7 @@ def decoder_table(out: Path) -> list[str]:
                         ci = floor.get("ms_ssim_ci95") or [None, None]
                         lines.append(f"| {m} | constant (floor) | {floor['ms_ssim']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] "
                                      "| | | |")
+                lines += reid_line(out / f"s{key}-{variant}", work)
     return (["", "## Decoders at full budget (`deepobf attack` defaults: every training image, 40-epoch cap, "
              "patience 5)"] + lines) if lines else []
 
