@@ -93,7 +93,8 @@ class ModelConfig:
     # classes per intended attribute (e.g. [10]) when the deployed phone sends C's prediction instead of its code: C's
     # linear read-out of the code picks a class combination and the phone sends that combination's centroid of training
     # codes (plus the noise); training keeps the code. None: the method's rule (hardened: on behind a code head of C's
-    # architecture with a linear C, models.bottleneck.auto_prediction), else off; []: off
+    # architecture with a linear C, methods.hardened.auto_prediction, applied when the run is created), else off;
+    # []: off (runs written before the setting have no key and load with the code sent)
     bottleneck_prediction: list[int] | None = None
 
     def classifier_name(self) -> str:
