@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -589,10 +589,7 @@ class HardenedTrainer(Trainer):
         code's mean and variance on up to ``images`` training images, and C maps the normalised code (averaged over the
         sent map's positions, which averages the noise) back to the warm head's logits, so C starts where the warm head
         ended instead of at chance."""
-        self.modules.set_trainable()
-        loader = self.data.loader("train", self.cfg.train.eval_batch_size, limit=images)
-        codes = torch.cat([self.bottleneck.head(self.modules.obfuscator.front(
-            self.prepare_images(b.to(self.device).images))) for b in loader.epoch(0)]).double()
+        codes = self.training_codes(images, self.bottleneck.head).double()
         return seed_code_decoder(self.modules.classifier, self.bottleneck.norm, codes.mean(0), codes.var(0),
                                  self.task_specs)
 
@@ -603,12 +600,17 @@ class HardenedTrainer(Trainer):
         every audited candidate, whose saved weights carry them)."""
         if not isinstance(self.modules.classifier, LinearProbe):
             raise ConfigError("model.bottleneck_prediction needs a linear C (model.classifier: linear)")
+        codes = self.training_codes(images, self.bottleneck.normalised_code)
+        return self.bottleneck.calibrate_prediction(self.modules.classifier.linear, codes)
+
+    @torch.no_grad()
+    def training_codes(self, images: int, code: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``code`` (a function of O's front features) of the first ``images`` training images, every module in eval
+        mode."""
         self.modules.set_trainable()
         loader = self.data.loader("train", self.cfg.train.eval_batch_size, limit=images)
         front = self.modules.obfuscator.front
-        codes = torch.cat([self.bottleneck.normalised_code(front(self.prepare_images(b.to(self.device).images)))
-                           for b in loader.epoch(0)])
-        return self.bottleneck.calibrate_prediction(self.modules.classifier.linear, codes)
+        return torch.cat([code(front(self.prepare_images(b.to(self.device).images))) for b in loader.epoch(0)])
 
     @property
     def selection_path(self) -> Path:
