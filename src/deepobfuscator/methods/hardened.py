@@ -520,9 +520,11 @@ class HardenedTrainer(Trainer):
 
     def validate(self, stage: int, split: str = "val") -> dict[str, Any]:
         """The usual validation (in a warm epoch also the auxiliary head's accuracy; after the last one, a code head of
-        C's architecture starts from that head), plus the audit (and the checkpoint choice) when one is due."""
+        C's architecture starts from that head), plus the audit (and the checkpoint choice) when one is due. When the
+        phone sends C's prediction, a validation first calibrates it on this epoch's weights; the test split is read
+        with the calibration the deployed weights carry."""
         sent = (self.calibrate_prediction()  # what the deployed pipeline sends from this epoch's weights
-                if self.bottleneck is not None and self.bottleneck.prediction else None)
+                if split == "val" and self.bottleneck is not None and self.bottleneck.prediction else None)
         out = super().validate(stage, split)
         if sent is not None:
             out["prediction"] = sent
