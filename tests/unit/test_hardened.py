@@ -768,6 +768,8 @@ def test_the_phone_sends_cs_prediction_behind_a_whole_head_and_exports(tiny_cfg,
     records = [r for r in trainer.run.read_metrics() if r["stage"] == "pretrain"]
     assert records[0]["code_seeded"] is True and records[-1]["prediction"]["codes"] > 0
     obf, clf = trainer.modules.obfuscator.eval(), trainer.modules.classifier.eval()
+    final = load_file(str(trainer.run.final))  # the deployed weights carry the calibration their validation set
+    assert torch.equal(final["obfuscator.bottleneck.centroids"], obf.bottleneck.centroids)
     batch = next(iter(trainer.data.loader("test", 32).epoch(0)))
     images = trainer.prepare_images(batch.images)
     with torch.no_grad():
