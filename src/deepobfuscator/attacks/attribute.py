@@ -12,7 +12,7 @@ from torch import nn
 from ..data import AttributeSpec
 from ..losses import attribute_loss, predictions, probabilities
 from ..metrics import balanced_accuracy, classification_report, majority_rate
-from .base import AttackContext, AttackData, Evaluation, attacker_seed
+from .base import AttackContext, AttackData, Evaluation, attacker_seed, precision_settings
 from .features import FeatureBatch, FeatureSet
 from .fit import fit_model, validation_loss
 from .heads import build_from_spec, classifier_spec
@@ -124,7 +124,7 @@ class AttributeAttacker:
                 "val_fraction": s.val_fraction, "lr": s.lr, "batch_size": s.batch_size,
                 "max_train_images": s.max_train_images, "bootstrap": s.bootstrap,
                 "mlp_hidden": s.mlp_hidden if self.architecture == "mlp" else None,
-                "through_classifier": self.through_classifier, "decision": "validation-tuned"}
+                "through_classifier": self.through_classifier, "decision": "validation-tuned", **precision_settings(s)}
 
     def _view(self, features: FeatureSet, data: AttackData, ctx: AttackContext) -> FeatureSet:
         if not self.through_classifier:

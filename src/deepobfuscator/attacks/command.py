@@ -58,7 +58,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         inversion_images=args.inversion_images,
         inversion_steps=args.inversion_steps, inversion_lr=args.inversion_lr, tv_weight=args.tv_weight,
         reid_images=args.reid_images, reid_similarity=args.reid_similarity, grid_images=args.grid_images,
-        bootstrap=args.bootstrap, seed=args.seed, device=args.device,
+        bootstrap=args.bootstrap, seed=args.seed, device=args.device, amp=args.amp,
     )
     sources = AttackSources(
         data_root=str(Path(args.data).expanduser().resolve()) if args.data else None, dataset=args.dataset,
@@ -137,6 +137,9 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--bootstrap", type=int, help=f"bootstrap resamples for 95%% intervals (default {d.bootstrap})")
     p.add_argument("--seed", type=int, help="attack seed (recorded; default 0)")
     p.add_argument("--device", help="cpu, cuda, or auto (default cpu)")
+    p.add_argument("--amp", choices=["none", "bf16", "auto"],
+                   help="precision of the learned attackers: none (float32, the default), bf16 autocast (weights and "
+                        "losses stay float32) or auto (bf16 where the device computes it natively); recorded")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--retrain", action="store_true", help="retrain attackers even if a finished result is stored")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..progress import progress_bar
+from ..training.precision import set_precision
 from .base import AttackContext
 from .features import FeatureBatch, FeatureSet
 
@@ -63,6 +64,7 @@ def fit_model(model: nn.Module, train: FeatureSet, val: FeatureSet, batch_loss: 
     for ``patience`` epochs or ``max_epochs`` are done (then on while :func:`past_cap_stop` allows, up to ``extend``
     more); restore the best validation weights.
 
+    The model's forward runs in the judge's precision (``settings.amp``) from here on, at evaluation too.
     A stochastic feature set draws new features at every access, so each epoch (and each validation
     pass) sees a fresh draw; the torch RNG is seeded per ``(seed, epoch)`` so a run is reproducible.
     Returns the training record: epochs run, best epoch, per-epoch train/validation losses, seconds.
@@ -71,6 +73,7 @@ def fit_model(model: nn.Module, train: FeatureSet, val: FeatureSet, batch_loss: 
     model.to(ctx.device)
     if torch.device(ctx.device).type == "cpu":  # oneDNN's convolutions run 10-40% faster on NHWC (same maths)
         model.to(memory_format=torch.channels_last)
+    set_precision(model, s.amp, device=ctx.device)  # bf16 autocast when the judge runs in bf16; losses stay float32
     validate = validate or (lambda m: validation_loss(m, val, batch_loss, s.eval_batch_size, with_images))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=s.lr)

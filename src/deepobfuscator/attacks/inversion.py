@@ -16,7 +16,7 @@ from torch import nn
 
 from ..progress import progress_bar
 from ..metrics import image_quality_report, mean_interval
-from .base import AttackContext, AttackData, Evaluation, attacker_seed
+from .base import AttackContext, AttackData, Evaluation, attacker_seed, precision_settings
 from .reconstruction import from_uint8, score_images, to_uint8
 
 
@@ -98,7 +98,8 @@ class WhiteBoxInversion:
         """Settings that change this attacker's result."""
         s = ctx.settings
         return {"images": s.inversion_images, "steps": s.inversion_steps, "lr": s.inversion_lr,
-                "tv_weight": s.tv_weight, "max_train_images": s.max_train_images, "val_fraction": s.val_fraction}
+                "tv_weight": s.tv_weight, "max_train_images": s.max_train_images, "val_fraction": s.val_fraction,
+                **precision_settings(s)}  # it refines a decoder fitted in this precision
 
     def _decoder(self, data: AttackData, ctx: AttackContext, n: int) -> str | None:
         """The earlier reconstruction attacker with the best mean MS-SSIM on the validation probe images."""

@@ -13,7 +13,7 @@ from ..data import images_to_tensor
 from ..progress import progress_bar
 from ..losses import reconstruction_loss
 from ..metrics import image_quality_report, ms_ssim_per_image, psnr
-from .base import AttackContext, AttackData, Evaluation, Reconstruct, attacker_seed
+from .base import AttackContext, AttackData, Evaluation, Reconstruct, attacker_seed, precision_settings
 from .features import FeatureBatch, FeatureSet
 from .fit import fit_model
 from .heads import build_from_spec, reconstructor_spec
@@ -114,7 +114,7 @@ class LearnedReconstructor:
         return {"architecture": self.architecture, "max_epochs": s.recon_epochs, **extension_settings(s),
                 "patience": s.patience,
                 "val_fraction": s.val_fraction, "lr": s.lr, "batch_size": s.batch_size, "loss": s.recon_loss,
-                "max_train_images": s.max_train_images}
+                "max_train_images": s.max_train_images, **precision_settings(s)}
 
     def fit(self, data: AttackData, ctx: AttackContext, seed: int) -> dict[str, Any]:
         """Train the reconstructor on ``data.train`` with early stopping on ``data.val``."""

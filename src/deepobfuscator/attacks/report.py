@@ -170,10 +170,14 @@ def render_markdown(result: dict[str, Any]) -> str:
     if timing:
         lines += ["", f"Time: {timing['total_s']:.0f} s in all ({timing['prepare_s']:.0f} s preparing, "
                   f"{timing['jobs_s']:.0f} s of attacker jobs on {timing['workers']} worker(s) x "
-                  f"{timing['threads_per_worker']} thread(s)); budget `{(result.get('budget') or {}).get('name')}`."]
+                  f"{timing['threads_per_worker']} thread(s)); budget `{(result.get('budget') or {}).get('name')}`; "
+                  f"attackers in {PRECISION_NAMES.get((result.get('settings') or {}).get('amp', 'none'), 'float32')}."]
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+PRECISION_NAMES = {"none": "float32", "bf16": "bf16 autocast (float32 weights and losses)"}
 
 
 def _averaging_table(result: dict[str, Any]) -> list[str]:

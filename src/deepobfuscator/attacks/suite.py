@@ -28,6 +28,7 @@ from ..losses import resolve_msssim, split_logits
 from ..methods import METHODS
 from ..models.factorised import is_limit
 from ..runs import RunDir, run_specs
+from ..training.precision import resolve_amp
 from ..utils import atomic_write_json, atomic_write_text, resolve_device
 from .attribute import score_logits
 from .base import AttackContext, AttackData, AttackSettings, repeat_label
@@ -515,6 +516,7 @@ def run_attack(run_path: str | Path, settings: AttackSettings | None = None, sou
     started = time.perf_counter()
     run = RunDir(Path(run_path))
     pipeline = load_pipeline(run, resolve_device(settings.device))
+    settings.amp = resolve_amp(settings.amp, pipeline.device)  # attack.json and every stored record say what ran
     setup = prepare(run, pipeline, settings, sources, progress)
     data, notes = setup.data, setup.notes
     utility = score_utility(setup, data.task_specs)

@@ -98,7 +98,16 @@ def apply_precision(modules: Modules, amp: str = "none", channels_last: bool = F
     if amp == "none" and not channels_last:
         return
     for _, module in modules.items():
-        if channels_last:
-            module.to(memory_format=torch.channels_last)
-        setattr(module, _ATTR, (device, amp, channels_last))
-        module.forward = types.MethodType(_precision_forward, module)
+        set_precision(module, amp, channels_last, device)
+
+
+def set_precision(module: nn.Module, amp: str = "none", channels_last: bool = False, device: str = "cpu") -> None:
+    """Make ``module``'s forward run under ``amp`` autocast (returning float32) and/or take channels-last input; its
+    weights stay float32 and its state dict unchanged. A no-op for float32 without channels-last."""
+    amp = resolve_amp(amp, device)
+    if amp == "none" and not channels_last:
+        return
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    setattr(module, _ATTR, (device, amp, channels_last))
+    module.forward = types.MethodType(_precision_forward, module)
