@@ -123,7 +123,7 @@ def compare_table(name: str, fp32: Path, bf16: Path) -> list[str]:
     lines = [f"## {name}: the same judge in float32 and in bf16", "", f"`{fp32}` against `{bf16}` (RUNS: the runs' "
              "folder).", "",
              "| attacker | m | what | float32 [95% CI] | bf16 [95% CI] | bf16 inside | epochs f32 / bf16 | "
-             "job s f32 / bf16 |", "|---|---|---|---|---|---|---|---|"]
+             "job s f32 / bf16 | s per epoch f32 / bf16 |", "|---|---|---|---|---|---|---|---|---|"]
     inside = total = 0
     seconds = [0.0, 0.0]
     epochs = [0, 0]
@@ -137,9 +137,10 @@ def compare_table(name: str, fp32: Path, bf16: Path) -> list[str]:
             total += 1
             epochs[0] += ea or 0
             epochs[1] += eb or 0
+            per = [r.get("seconds", 0) / max(sum(e or 0 for *_, e in values(r)), 1) for r in (ra, rb)]
             lines.append(f"| {key[0]} | {key[1]} | {what} | {_v(va, ca)} | {_v(vb, cb)} | "
                          f"{'yes' if ok else 'no'} | {ea} / {eb} | {ra.get('seconds', 0):.0f} / "
-                         f"{rb.get('seconds', 0):.0f} |")
+                         f"{rb.get('seconds', 0):.0f} | {per[0]:.1f} / {per[1]:.1f} |")
         seconds[0] += ra.get("seconds") or 0.0
         seconds[1] += rb.get("seconds") or 0.0
     lines += ["", "The judge's headline, the best attacker per attribute and repeat count:", "",

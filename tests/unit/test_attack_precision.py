@@ -44,7 +44,8 @@ def test_bf16_forward_returns_float32_near_float32_and_keeps_the_weights():
 def test_the_precision_setting_is_validated_and_recorded_only_when_not_float32():
     with pytest.raises(ValueError, match="amp must be one of"):
         AttackSettings(amp="fp16").validate()
-    assert precision_settings(AttackSettings()) == {}  # records from before the setting match a float32 judge
+    assert AttackSettings().amp == "auto"  # resolved where the attack starts
+    assert precision_settings(AttackSettings(amp="none")) == {}  # records from before the setting match float32
     assert precision_settings(AttackSettings(amp="bf16")) == {"amp": "bf16"}
 
 

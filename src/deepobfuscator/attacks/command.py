@@ -138,8 +138,9 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, help="attack seed (recorded; default 0)")
     p.add_argument("--device", help="cpu, cuda, or auto (default cpu)")
     p.add_argument("--amp", choices=["none", "bf16", "auto"],
-                   help="precision of the learned attackers: none (float32, the default), bf16 autocast (weights and "
-                        "losses stay float32) or auto (bf16 where the device computes it natively); recorded")
+                   help="precision of the learned attackers: auto (the default: bf16 where the device computes it "
+                        "natively, else float32), none (float32) or bf16 autocast (weights and losses stay float32); "
+                        "recorded in attack.json")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--retrain", action="store_true", help="retrain attackers even if a finished result is stored")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
