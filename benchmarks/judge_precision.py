@@ -1,6 +1,8 @@
 """bf16 against float32, for the judge's attackers and for training (issue 19, item 7), on this machine.
 
-    # 1. one training step per attacker architecture, float32 and bf16 autocast, one thread (this machine only)
+    # 1. one training step per attacker architecture, float32 and bf16 autocast, one thread (this machine only), and
+    #    one stage-1 step of the O+C that each given run's config.yaml builds
+    python benchmarks/judge_precision.py --steps --train-steps RUNS/s6-hardened RUNS/statefarm
     python benchmarks/judge_precision.py --steps
     # 2. the same judge on two copies of one run, `deepobf attack RUN --amp none` and `--amp bf16`
     python benchmarks/judge_precision.py --runs RUNS \
@@ -15,7 +17,7 @@ learned attacker's number at every repeat count with its 95% interval (and the j
 per attribute and repeat count, floors excluded), whether the bf16 value lies inside the
 float32 interval, epochs on both and each job's seconds (comparable only when both judges ran on the same machine
 with the same load; the step times of (1) are the like-for-like speed). (3) prints, per run, the precision and seed
-it trained with, its seconds per epoch, the deployed C's accuracy per intended attribute and the best fresh attacker
+it trained with, the deployed C's accuracy per intended attribute and the best fresh attacker
 per private attribute and repeat count beside its floor. Every number is read from what the commands wrote; nothing
 is written by hand.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,9 +35,11 @@ from typing import Any
 import torch
 
 from deepobfuscator.attacks.heads import build_from_spec, classifier_spec, reconstructor_spec
-from deepobfuscator.config import preset
-from deepobfuscator.losses import reconstruction_loss, resolve_msssim
-from deepobfuscator.training.precision import native_bf16, set_precision
+from deepobfuscator.config import load_config, preset
+from deepobfuscator.losses import attribute_loss, reconstruction_loss, resolve_msssim
+from deepobfuscator.runs import run_specs
+from deepobfuscator.training.modules import build_modules
+from deepobfuscator.training.precision import apply_precision, native_bf16, set_precision
 
 DECODERS = ["mirror", "urec1", "urec2", "resrec"]
 CLASSIFIERS = ["vgg", "resnet", "mlp", "linear"]
@@ -85,6 +90,47 @@ def steps_table(rounds: int = 3) -> list[str]:
                     best[amp] = min(best[amp], step_seconds(arch, shape, amp))
             lines.append(f"| {label} | {arch} | {best['none']:.4f} | {best['bf16']:.4f} | "
                          f"{best['none'] / best['bf16']:.2f}x |")
+    return lines
+
+
+def train_step_seconds(run: Path, amp: str, steps: int = 4) -> float:
+    """Median seconds of a stage-1 step (O+C forward, L(C), backward, Adam) of the modules the run ``run``'s
+    config.yaml builds (every rule resolved when it was created), in precision ``amp``, with the run's layout."""
+    cfg = load_config(run / "config.yaml")
+    h, w = cfg.data.image_size
+    task, private = run_specs(cfg)
+    modules = build_modules(cfg, task, private, seed=0)
+    modules.set_trainable("obfuscator", "classifier")
+    apply_precision(modules, amp, bool(cfg.train.channels_last))
+    opt = torch.optim.Adam(list(modules.obfuscator.parameters()) + list(modules.classifier.parameters()), 1e-4)
+    n = cfg.train.batch_size
+    x = torch.rand(n, 3, h, w)
+    target = torch.stack([torch.randint(0, spec.num_classes, (n,)) for spec in task], 1)
+    times = []
+    for i in range(steps + 1):
+        started = time.perf_counter()
+        loss = attribute_loss(modules.classifier(modules.obfuscator(x)), target, task)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def train_steps_table(runs: list[Path], rounds: int = 2) -> list[str]:
+    torch.set_num_threads(1)
+    lines = ["## One stage-1 training step per run's O+C, float32 and bf16 (`train.amp`; one thread)", "",
+             "| run (method, dataset, size) | batch | float32 s | bf16 s | speed-up |", "|---|---|---|---|---|"]
+    for run in runs:
+        cfg = load_config(run / "config.yaml")
+        best = {"none": float("inf"), "bf16": float("inf")}
+        for _ in range(rounds):  # alternate, so drifting load hits both alike
+            for amp in best:
+                best[amp] = min(best[amp], train_step_seconds(run, amp))
+        lines.append(f"| {run.name} ({cfg.method}, {cfg.data.dataset}, {cfg.data.image_size[0]} px) | "
+                     f"{cfg.train.batch_size} | "
+                     f"{best['none']:.3f} | {best['bf16']:.3f} | {best['none'] / best['bf16']:.2f}x |")
     return lines
 
 
@@ -176,8 +222,8 @@ def best_per(a: dict[tuple[str, str], dict[str, Any]], b: dict[tuple[str, str], 
 
 def training_table(entries: list[str]) -> list[str]:
     lines = ["## Training in float32 and in bf16 (the same judge for every run)", "",
-             "| run | train.amp | seed | s / epoch | intended accuracy (deployed C, test) | best private attacker, "
-             "balanced, m = 1 / 8 / inf (floor) |", "|---|---|---|---|---|---|"]
+             "| run | train.amp | seed | intended accuracy (deployed C, the judge's test draw) | best private "
+             "attacker, balanced, m = 1 [95% CI] / 8 / inf (floor) |", "|---|---|---|---|---|"]
     for entry in entries:
         run_text, _, judge = entry.partition("=")
         run = Path(run_text)
@@ -192,9 +238,11 @@ def training_table(entries: list[str]) -> list[str]:
         for attr, rec in attack["privacy"].items():
             per_m = [rec["balanced_accuracy"]] + [attack["repeated"][m]["privacy"][attr]["balanced_accuracy"]
                                                   for m in attack.get("repeated", {})]
-            floor = max(v for v in (rec.get("label_floor"), rec.get("oracle_floor")) if v is not None)
-            private.append(f"{attr} {' / '.join(f'{v:.3f}' for v in per_m)} ({floor:.3f})")
-        lines.append(f"| {run.name} | {amp} | {summary['seed']} | {summary['seconds_per_epoch']:.1f} | {utility} | "
+            floor = max((f or {}).get("balanced_accuracy") or 0.0
+                        for f in (rec.get("label_floor"), rec.get("oracle_floor")))
+            ci = rec.get("balanced_accuracy_ci95")
+            private.append(f"{attr} {_v(per_m[0], ci)} / {' / '.join(f'{v:.3f}' for v in per_m[1:])} ({floor:.3f})")
+        lines.append(f"| {run.name} | {amp} | {summary['seed']} | {utility} | "
                      f"{'; '.join(private)} |")
     return lines
 
@@ -202,6 +250,7 @@ def training_table(entries: list[str]) -> list[str]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", action="store_true", help="time one step per attacker, float32 and bf16")
+    p.add_argument("--train-steps", nargs="*", default=[], metavar="RUN", help="time a stage-1 step of each run's O+C")
     p.add_argument("--compare", action="append", default=[], metavar="NAME=FP32_ATTACK_JSON:BF16_ATTACK_JSON")
     p.add_argument("--runs", help="the runs' folder, written RUNS/ in the tables")
     p.add_argument("--training", nargs="*", default=[], metavar="RUN[=JUDGE_JSON]")
@@ -211,6 +260,8 @@ def main() -> int:
     out: list[str] = []
     if args.steps:
         out += steps_table() + [""]
+    if args.train_steps:
+        out += train_steps_table([Path(r) for r in args.train_steps]) + [""]
     for entry in args.compare:
         name, _, runs = entry.partition("=")
         fp32, _, bf16 = runs.partition(":")

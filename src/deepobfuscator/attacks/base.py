@@ -105,7 +105,7 @@ class AttackSettings:
     seed: int = 0
     device: str = "cpu"
     # precision of the learned attackers' forward passes: none (float32), bf16 (autocast; weights, optimiser and
-    # losses stay float32) or auto (bf16 where the device computes it natively: 1.3-1.6x per step on an AVX512-BF16
+    # losses stay float32) or auto (bf16 where the device computes it natively: 1.3-1.7x per step on an AVX512-BF16
     # CPU, every judged number inside float32's interval, benchmarks/results/judge_precision_celeba_cpu.md);
     # resolved when the attack starts
     amp: str = "auto"
