@@ -149,6 +149,21 @@ def run_copy(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return target
 
 
+@pytest.fixture
+def fitted_attackers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names (``desc``) of the learned attackers the suite trains from here on, in order (a spy on the one fit
+    loop as the reconstruction and attribute attackers call it); clear the list between attacks."""
+    from deepobfuscator.attacks import attribute, reconstruction
+
+    trained: list[str] = []
+    for module in (reconstruction, attribute):
+        def spy(*args, _real=module.fit_model, **kwargs):
+            trained.append(kwargs["desc"])
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(module, "fit_model", spy)
+    return trained
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A real PostgreSQL server: ``DEEPOBF_TEST_POSTGRES_URL`` (.ci/run starts one), else a private one started here

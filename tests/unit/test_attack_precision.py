@@ -49,15 +49,8 @@ def test_the_precision_setting_is_validated_and_recorded_only_when_not_float32()
     assert precision_settings(AttackSettings(amp="bf16")) == {"amp": "bf16"}
 
 
-def test_a_judge_in_another_precision_retrains_and_says_so(run_copy: Path, monkeypatch):
-    from deepobfuscator.attacks import attribute, reconstruction
-
-    trained: list[str] = []
-    for module in (reconstruction, attribute):
-        def spy(*args, _real=module.fit_model, **kwargs):
-            trained.append(kwargs["desc"])
-            return _real(*args, **kwargs)
-        monkeypatch.setattr(module, "fit_model", spy)
+def test_a_judge_in_another_precision_retrains_and_says_so(run_copy: Path, monkeypatch, fitted_attackers: list[str]):
+    trained = fitted_attackers
     out = run_copy / "precision.json"
 
     def judge(amp: str) -> dict:
