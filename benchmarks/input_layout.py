@@ -23,7 +23,7 @@ import torch
 from deepobfuscator.config import preset
 from deepobfuscator.data import AttributeSpec, images_to_tensor
 from deepobfuscator.losses import attribute_loss
-from deepobfuscator.methods import configure
+from deepobfuscator.methods import resolved_config
 from deepobfuscator.training.modules import build_modules
 from deepobfuscator.training.precision import apply_precision
 
@@ -36,11 +36,12 @@ def strided(images: np.ndarray) -> torch.Tensor:
 
 
 def step_seconds(name: str, steps: int, batch: int | None) -> tuple[float, float, list[int]]:
-    cfg = configure(preset(name))
+    raw = preset(name)
+    task = [AttributeSpec(t) for t in raw.data.task] if raw.data.dataset != "statefarm" else \
+        [AttributeSpec("behaviour", 10)]
+    cfg = resolved_config(raw, task)  # the rules a run applies when it is created (code head, width, ...)
     h, w = cfg.data.image_size
     n = batch or cfg.train.batch_size
-    task = [AttributeSpec(t) for t in cfg.data.task] if cfg.data.dataset != "statefarm" else \
-        [AttributeSpec("behaviour", 10)]
     modules = build_modules(cfg, task, [AttributeSpec("p")], seed=0)
     modules.set_trainable("obfuscator", "classifier")
     params = list(modules.obfuscator.parameters()) + list(modules.classifier.parameters())

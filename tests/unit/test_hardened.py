@@ -18,7 +18,7 @@ from deepobfuscator.dependence import (
 )
 from deepobfuscator.experiments import load_sweep
 from deepobfuscator.losses import attribute_loss, prediction_entropy_loss
-from deepobfuscator.methods import METHODS, configure, hardened, method_trainer, train_run
+from deepobfuscator.methods import METHODS, configure, hardened, method_trainer, resolved_config, train_run
 from deepobfuscator.runs import RunDir
 from deepobfuscator.models import Obfuscator
 from deepobfuscator.models.bottleneck import BottleneckObfuscator, NoisyBottleneck, deterministic
@@ -853,6 +853,20 @@ def test_the_code_head_rule_picks_c_architecture_for_multi_class_intended_labels
         configure(bad, "hardened")
     with pytest.raises(ValueError, match="when the run is created"):
         build_run_obfuscator(0.0625, True, 1, code=16, image_size=(32, 32), code_head="auto")
+
+
+def test_resolved_config_applies_a_run_s_creation_rules_without_a_run_directory() -> None:
+    """What benchmarks build modules from: the same choices a created run records in its config.yaml."""
+    behaviour, driver = AttributeSpec("behaviour", 10), AttributeSpec("driver", 26)
+    sf = resolved_config(preset("statefarm-cpu"), [behaviour])
+    assert (sf.model.bottleneck_channels, sf.model.bottleneck_code_head, sf.model.bottleneck_prediction) == \
+        (9, "vgg", [10])
+    assert {"bottleneck_rule", "code_head_rule", "prediction_rule"} <= set(sf.meta)
+    modules = build_modules(sf, [behaviour], [driver], seed=0)
+    assert modules.classifier(modules.obfuscator(torch.rand(2, 3, 48, 64))).shape == (2, 10)
+    faces = resolved_config(preset("celeba-cpu"), [AttributeSpec("Smiling"), AttributeSpec("High_Cheekbones")])
+    assert (faces.model.bottleneck_channels, faces.model.bottleneck_code_head, faces.model.bottleneck_prediction) == \
+        (2, "mlp", [])
 
 
 def test_a_default_run_records_the_code_head_its_rule_chose_and_old_configs_build_the_mlp_head(tiny_cfg,

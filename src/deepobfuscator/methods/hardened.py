@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, RunConfig
-from ..data import AttributeSpec, Batch, PreparedData
+from ..data import AttributeSpec, Batch
 from ..dependence import MEASURES, RowBank, conditional_dependence, within_class_dependence, within_class_spread
 from ..losses import attribute_loss, predictions, reconstruction_losses
 from ..models import build_classifier
@@ -318,11 +318,11 @@ class HardenedTrainer(Trainer):
             self.optimizers["aux"] = self.aux_optimizer  # checkpointed with the head: a resumed warm epoch goes on
 
     @classmethod
-    def resolve_at_creation(cls, cfg: RunConfig, data: PreparedData) -> None:
+    def resolve_at_creation(cls, cfg: RunConfig, task_specs: list[AttributeSpec]) -> None:
         """The code head from the intended attributes (``auto``), the warm epochs that go with it and whether the phone
         sends C's prediction."""
-        resolve_code_head(cfg, data.task_specs)
-        resolve_prediction(cfg, data.task_specs)
+        resolve_code_head(cfg, task_specs)
+        resolve_prediction(cfg, task_specs)
 
     def module_dict(self) -> dict[str, nn.Module]:
         """O, C, AR, AC and, when there is one, the warm epochs' auxiliary head (checkpointed, so a run killed in a

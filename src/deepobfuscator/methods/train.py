@@ -8,7 +8,8 @@ from typing import Any, Callable, Protocol
 from ..config import RunConfig
 from ..runs import RunDir
 from ..training.checkpoint import latest_checkpoint
-from ..training.start import make_trainer, summarize
+from ..data import AttributeSpec
+from ..training.start import make_trainer, resolve_rules, summarize
 from ..training.trainer import Trainer
 from .pipeline import attach_transforms
 from .registry import configure, get_method
@@ -38,6 +39,14 @@ def method_trainer(cfg: RunConfig, out: Path, resume: bool = False, progress: bo
     trainer = make_trainer(cfg, run.path, resume=resume, progress=progress, on_step=on_step, trainer_cls=cls)
     attach_transforms(trainer.cfg, trainer.modules, run.path, trainer.device)
     return trainer
+
+
+def resolved_config(cfg: RunConfig, task_specs: list[AttributeSpec]) -> RunConfig:
+    """``cfg`` configured for its method with every rule a run applies when it is created resolved for ``task_specs``
+    (what its config.yaml would record): enough to build the method's modules without a run directory."""
+    cfg = configure(cfg)
+    resolve_rules(cfg, task_specs, get_method(cfg.method).trainer_cls)
+    return cfg
 
 
 def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True,

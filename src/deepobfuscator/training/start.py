@@ -9,7 +9,7 @@ import torch
 
 from .. import __version__
 from ..config import RunConfig, save_config
-from ..data import PreparedData, load_index, prepare_data, save_split
+from ..data import AttributeSpec, PreparedData, load_index, prepare_data, save_split
 from ..losses import MSSSIMSettings, make_noise_image, resolve_msssim
 from ..metrics import majority_rate
 from ..runs import RunDir, RunError, open_run_data, spec_to_dict
@@ -38,6 +38,17 @@ def begin_run(out: Path, cfg: C, resume: bool, read_config: Callable[[RunDir], C
     return run, cfg
 
 
+def resolve_rules(cfg: RunConfig, task_specs: list[AttributeSpec], trainer_cls: type[Trainer] = Trainer) -> None:
+    """Fill in what a run chooses by rule from its intended attributes (the bottleneck width, then the method's own
+    choices, :meth:`Trainer.resolve_at_creation`), each recorded under ``cfg.meta``; done once, when it is created."""
+    if cfg.model.bottleneck_channels == AUTO_CHANNELS:  # the rule, applied to the intended attributes, recorded
+        counts = [s.num_classes for s in task_specs]
+        cfg.model.bottleneck_channels = auto_channels(counts)
+        cfg.meta["bottleneck_rule"] = {"rule": "K - 1 channels per K-class intended attribute (1 per binary one)",
+                                       "classes": counts, "channels": cfg.model.bottleneck_channels}
+    trainer_cls.resolve_at_creation(cfg, task_specs)
+
+
 def init_run(run: RunDir, cfg: RunConfig, progress: bool = True,
              trainer_cls: type[Trainer] = Trainer) -> tuple[PreparedData, MSSSIMSettings]:
     """Create (or re-open) a run: write config, split and noise image once, with what ``trainer_cls`` resolves from
@@ -54,12 +65,7 @@ def init_run(run: RunDir, cfg: RunConfig, progress: bool = True,
     device = resolve_device(cfg.train.device)
     cfg.train.amp = resolve_amp(requested, device)  # config.yaml records what ran
     cfg.train.channels_last = resolve_channels_last(cfg.train.channels_last, device, cfg.model.width)
-    if cfg.model.bottleneck_channels == AUTO_CHANNELS:  # the rule, applied to the intended attributes, recorded
-        counts = [s.num_classes for s in data.task_specs]
-        cfg.model.bottleneck_channels = auto_channels(counts)
-        cfg.meta["bottleneck_rule"] = {"rule": "K - 1 channels per K-class intended attribute (1 per binary one)",
-                                       "classes": counts, "channels": cfg.model.bottleneck_channels}
-    trainer_cls.resolve_at_creation(cfg, data)
+    resolve_rules(cfg, data.task_specs, trainer_cls)
     cfg.meta.update({"version": __version__, "commit": git_commit(), "msssim": settings.as_dict(),
                      "feature_shape": list(feature_shape(cfg)), "split_source": split["source"],
                      "task_specs": [spec_to_dict(s) for s in data.task_specs],

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..config import RunConfig
-from ..data import Batch, BatchLoader, PreparedData
+from ..data import AttributeSpec, Batch, BatchLoader, PreparedData
 from ..losses import (
     MSSSIMSettings, attribute_defence_loss, attribute_loss, ms_ssim, predictions, reconstruction_loss,
     reconstruction_losses,
@@ -89,8 +89,8 @@ class Trainer(StagedTrainer):
                 group["lr"] = rate
 
     @classmethod
-    def resolve_at_creation(cls, cfg: RunConfig, data: PreparedData) -> None:
-        """Settings a method chooses once the run's data is known (e.g. from the intended attributes' classes), filled
+    def resolve_at_creation(cls, cfg: RunConfig, task_specs: list[AttributeSpec]) -> None:
+        """Settings a method chooses once the run's intended attributes are known (e.g. from their classes), filled
         into ``cfg`` before ``config.yaml`` is written so it records what ran; none by default."""
 
     # ----------------------------------------------------------------- plumbing
