@@ -3,23 +3,25 @@
     # 1. one training step per attacker architecture, float32 and bf16 autocast, one thread (this machine only), and
     #    one stage-1 step of the O+C that each given run's config.yaml builds
     python benchmarks/judge_precision.py --steps --train-steps RUNS/s6-hardened RUNS/statefarm
-    python benchmarks/judge_precision.py --steps
     # 2. the same judge on two copies of one run, `deepobf attack RUN --amp none` and `--amp bf16`
     python benchmarks/judge_precision.py --runs RUNS \
         --compare set6=RUNS/s6/judge-none/attack.json:RUNS/s6-bf16/judge-bf16/attack.json
     # 3. runs trained in float32 and in bf16 (`--set train.amp=...`, two seeds each), every one judged the same way
     python benchmarks/judge_precision.py --training RUNS/s6-hardened=judge-bf16/attack.json ...
+    # 4. the default judge (`deepobf attack RUN --out RUN/judge-full/attack.json`) against the run's training
+    python benchmarks/judge_precision.py --full RUNS/s6-bf16-full
 
 (1) times forward, loss, backward and Adam of every learned attacker (batch 64, channels-last as the judge runs them)
 at a feature shape: the celeba-cpu hardened code (1 x 8 x 8) and an Encoder's features (width 0.25: 32 x 16 x 16),
 the better of alternating measurements. (2) reads both judges' per-job records from the runs' work folders: every
 learned attacker's number at every repeat count with its 95% interval (and the judge's headline, the best attacker
-per attribute and repeat count, floors excluded), whether the bf16 value lies inside the
-float32 interval, epochs on both and each job's seconds (comparable only when both judges ran on the same machine
-with the same load; the step times of (1) are the like-for-like speed). (3) prints, per run, the precision and seed
-it trained with, the deployed C's accuracy per intended attribute and the best fresh attacker
-per private attribute and repeat count beside its floor. Every number is read from what the commands wrote; nothing
-is written by hand.
+per attribute and repeat count, floors excluded), whether the bf16 value lies inside the float32 interval, epochs
+on both and each job's seconds (comparable only when both judges ran on the same machine with the same load; the
+step times of (1) are the like-for-like speed). (3) prints, per run, the precision and seed it trained with, the
+precision of its judge's attackers, the deployed C's accuracy per intended attribute and the best fresh attacker per
+private attribute and repeat count beside its floor. (4) prints judge_cost.py's table of a default judge: every
+job's seconds, epochs and result, and the judge's job-seconds against the run's training seconds. Every number is
+read from what the commands wrote; nothing is written by hand.
 """
 from __future__ import annotations
 
@@ -221,9 +223,9 @@ def best_per(a: dict[tuple[str, str], dict[str, Any]], b: dict[tuple[str, str], 
 
 
 def training_table(entries: list[str]) -> list[str]:
-    lines = ["## Training in float32 and in bf16 (the same judge for every run)", "",
-             "| run | train.amp | seed | intended accuracy (deployed C, the judge's test draw) | best private "
-             "attacker, balanced, m = 1 [95% CI] / 8 / inf (floor) |", "|---|---|---|---|---|"]
+    lines = ["## Training in float32 and in bf16", "",
+             "| run | train.amp | seed | judge's attackers | intended accuracy (deployed C, the judge's test draw) | "
+             "best private attacker, balanced, m = 1 [95% CI] / 8 / inf (floor) |", "|---|---|---|---|---|---|"]
     for entry in entries:
         run_text, _, judge = entry.partition("=")
         run = Path(run_text)
@@ -242,7 +244,8 @@ def training_table(entries: list[str]) -> list[str]:
                         for f in (rec.get("label_floor"), rec.get("oracle_floor")))
             ci = rec.get("balanced_accuracy_ci95")
             private.append(f"{attr} {_v(per_m[0], ci)} / {' / '.join(f'{v:.3f}' for v in per_m[1:])} ({floor:.3f})")
-        lines.append(f"| {run.name} | {amp} | {summary['seed']} | {utility} | "
+        judged_in = {"none": "float32", "bf16": "bf16"}.get(attack["settings"].get("amp", "none"), "?")
+        lines.append(f"| {run.name} | {amp} | {summary['seed']} | {judged_in} | {utility} | "
                      f"{'; '.join(private)} |")
     return lines
 
@@ -254,6 +257,8 @@ def main() -> int:
     p.add_argument("--compare", action="append", default=[], metavar="NAME=FP32_ATTACK_JSON:BF16_ATTACK_JSON")
     p.add_argument("--runs", help="the runs' folder, written RUNS/ in the tables")
     p.add_argument("--training", nargs="*", default=[], metavar="RUN[=JUDGE_JSON]")
+    p.add_argument("--full", nargs="*", default=[], metavar="RUN",
+                   help="the default judge in RUN/judge-full against the run's training seconds (judge_cost.py's table)")
     args = p.parse_args()
     print(f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads available, native bf16: "
           f"{native_bf16('cpu')}; torch {torch.__version__}; python {platform.python_version()}.\n")
@@ -268,6 +273,10 @@ def main() -> int:
         out += compare_table(name, Path(fp32), Path(bf16)) + [""]
     if args.training:
         out += training_table(args.training) + [""]
+    for run in args.full:
+        from judge_cost import full_table, training_seconds  # the sibling script's table (run from benchmarks/)
+        out += [f"## The default judge of `{Path(run).name}` with the attackers in bf16", ""]
+        out += full_table(Path(run), training_seconds(Path(run))) + [""]
     text = "\n".join(out)
     if args.runs:  # results name runs relative to a placeholder folder, not this machine's paths
         text = text.replace(str(Path(args.runs).resolve()) + "/", "RUNS/").replace(args.runs.rstrip("/") + "/", "RUNS/")
