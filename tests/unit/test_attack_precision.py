@@ -64,6 +64,8 @@ def test_a_judge_in_another_precision_retrains_and_says_so(run_copy: Path, monke
     assert result["settings"]["amp"] == "bf16" and "bf16" in out.with_suffix(".md").read_text()
     stored = json.loads(next((run_copy / "attack").glob("*/mirror.s0.json")).read_text())
     assert stored["settings"]["amp"] == "bf16"
+    saved = json.loads(next((run_copy / "attack").glob("*/fitted/mirror.s0.json")).read_text())
+    assert saved["amp"] == "bf16"  # `deepobf inspect` and warm starts load it to run as it was scored
     judge("bf16")
     assert trained == []  # the same precision resumes
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)

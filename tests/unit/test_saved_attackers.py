@@ -42,6 +42,18 @@ def test_saved_attacker_round_trips_weights_and_spec(tmp_path: Path) -> None:
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
 
 
+def test_a_saved_attacker_runs_in_the_precision_it_was_fitted_in(tmp_path: Path) -> None:
+    model, spec = _fitted_reconstructor()
+    save_attacker(tmp_path, "float32", model, spec)
+    save_attacker(tmp_path, "bf16", model, {**spec, "amp": "bf16"})
+    x = torch.randn(2, 8, 4, 4)
+    with torch.no_grad():
+        exact, rounded = load_attacker(tmp_path, "float32")[0](x), load_attacker(tmp_path, "bf16")[0](x)
+        torch.testing.assert_close(exact, model(x))
+        assert rounded.dtype == torch.float32 and not torch.equal(rounded, exact)
+        torch.testing.assert_close(rounded, exact, atol=0.05, rtol=0.05)
+
+
 def test_attribute_attackers_round_trip_one_model_per_attribute(tmp_path: Path) -> None:
     torch.manual_seed(0)
     models = torch.nn.ModuleDict({"Male": build_model(LINEAR), "Young": build_model(LINEAR)})

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..runs import RunError
 from ..training.checkpoint import load_modules, save_modules
+from ..training.precision import set_precision
 from ..utils import atomic_write_bytes, atomic_write_json
 from .heads import build_from_spec
 
@@ -76,6 +77,7 @@ def load_attacker(work_dir: Path, name: str) -> tuple[nn.Module, dict[str, Any]]
         raise RunError(f"{spec_path}: cannot rebuild the attacker: {exc}") from None
     load_modules({"model": module}, weights)
     module.eval().requires_grad_(False)
+    set_precision(module, spec.get("amp", "none"))  # the precision it was fitted and scored in (absent: float32)
     return module, spec
 
 

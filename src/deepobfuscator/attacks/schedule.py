@@ -217,8 +217,9 @@ def run_job(job: Job, view: AttackData, ctx: Any, work: Path, query_digest: str,
         if evaluation.val_images is not None:
             _save_npy(work / f"{job.stem}.val.npy", evaluation.val_images)
     state = attacker.state()  # every repeat count's: a job at a larger count may start from it
-    if state is not None:
-        save_attacker(work, job.stem, *state)
+    if state is not None:  # with the precision it ran in, so whoever loads it runs it the same way
+        module, spec = state
+        save_attacker(work, job.stem, module, {**spec, **({"amp": wanted["amp"]} if "amp" in wanted else {})})
     atomic_write_json(work / f"{job.stem}.json", record)
     return record
 
