@@ -216,8 +216,8 @@ def warm_table(run: Path) -> list[str]:
     return lines
 
 
-def full_table(run: Path, train_s: float) -> list[str]:
-    attack = json.loads((run / "judge-full" / "attack.json").read_text())
+def full_table(run: Path, train_s: float, judge: str = "judge-full") -> list[str]:
+    attack = json.loads((run / judge / "attack.json").read_text())
     rows = job_rows(attack, local_work(run, attack))
     timing = attack["timing"]
     lines = [f"Training {train_s:.0f} s; the default judge's last invocation {timing['total_s']:.0f} s wall "

@@ -257,8 +257,9 @@ def main() -> int:
     p.add_argument("--compare", action="append", default=[], metavar="NAME=FP32_ATTACK_JSON:BF16_ATTACK_JSON")
     p.add_argument("--runs", help="the runs' folder, written RUNS/ in the tables")
     p.add_argument("--training", nargs="*", default=[], metavar="RUN[=JUDGE_JSON]")
-    p.add_argument("--full", nargs="*", default=[], metavar="RUN",
-                   help="the default judge in RUN/judge-full against the run's training seconds (judge_cost.py's table)")
+    p.add_argument("--full", nargs="*", default=[], metavar="RUN[:JUDGE_DIR]",
+                   help="a default judge (RUN/JUDGE_DIR/attack.json, default judge-full) against the run's training "
+                        "seconds (judge_cost.py's table)")
     args = p.parse_args()
     print(f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads available, native bf16: "
           f"{native_bf16('cpu')}; torch {torch.__version__}; python {platform.python_version()}.\n")
@@ -273,10 +274,14 @@ def main() -> int:
         out += compare_table(name, Path(fp32), Path(bf16)) + [""]
     if args.training:
         out += training_table(args.training) + [""]
-    for run in args.full:
+    for entry in args.full:
         from judge_cost import full_table, training_seconds  # the sibling script's table (run from benchmarks/)
-        out += [f"## The default judge of `{Path(run).name}` with the attackers in bf16", ""]
-        out += full_table(Path(run), training_seconds(Path(run))) + [""]
+        run_text, _, judge = entry.partition(":")
+        run, judge = Path(run_text), judge or "judge-full"
+        amp = json.loads((run / judge / "attack.json").read_text())["settings"].get("amp", "none")
+        out += [f"## The default judge of `{run.name}` (`{judge}`), attackers in "
+                f"{'bf16' if amp == 'bf16' else 'float32'}", ""]
+        out += full_table(run, training_seconds(run), judge) + [""]
     text = "\n".join(out)
     if args.runs:  # results name runs relative to a placeholder folder, not this machine's paths
         text = text.replace(str(Path(args.runs).resolve()) + "/", "RUNS/").replace(args.runs.rstrip("/") + "/", "RUNS/")
