@@ -52,6 +52,14 @@ def test_a_saved_attacker_runs_in_the_precision_it_was_fitted_in(tmp_path: Path)
         torch.testing.assert_close(exact, model(x))
         assert rounded.dtype == torch.float32 and not torch.equal(rounded, exact)
         torch.testing.assert_close(rounded, exact, atol=0.05, rtol=0.05)
+    torch.manual_seed(0)
+    per_attribute = torch.nn.ModuleDict({"Male": build_model(LINEAR)}).eval()
+    save_attacker(tmp_path, "linear", per_attribute, {"kind": "attribute", "attributes": {"Male": LINEAR},
+                                                      "amp": "bf16"})
+    loaded = load_attacker(tmp_path, "linear")[0]["Male"]  # what inspect calls: the attribute's own model
+    with torch.no_grad():
+        out = loaded(x)
+        assert out.dtype == torch.float32 and not torch.equal(out, per_attribute["Male"](x))
 
 
 def test_attribute_attackers_round_trip_one_model_per_attribute(tmp_path: Path) -> None:

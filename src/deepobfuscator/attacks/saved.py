@@ -77,7 +77,8 @@ def load_attacker(work_dir: Path, name: str) -> tuple[nn.Module, dict[str, Any]]
         raise RunError(f"{spec_path}: cannot rebuild the attacker: {exc}") from None
     load_modules({"model": module}, weights)
     module.eval().requires_grad_(False)
-    set_precision(module, spec.get("amp", "none"))  # the precision it was fitted and scored in (absent: float32)
+    for part in module.values() if isinstance(module, nn.ModuleDict) else [module]:  # one model per attribute
+        set_precision(part, spec.get("amp", "none"))  # the precision it was fitted and scored in (absent: float32)
     return module, spec
 
 
