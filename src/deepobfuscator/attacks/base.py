@@ -106,7 +106,7 @@ class AttackSettings:
     device: str = "cpu"
     # precision of the learned attackers' forward passes: none (float32), bf16 (autocast; weights, optimiser and
     # losses stay float32) or auto (bf16 where the device computes it natively: 1.3-1.7x per step on an AVX512-BF16
-    # CPU, every judged number inside float32's interval, benchmarks/results/judge_precision_celeba_cpu.md);
+    # CPU, every headline of a judge inside float32's interval, benchmarks/results/judge_precision_celeba_cpu.md);
     # resolved when the attack starts
     amp: str = "auto"
 
