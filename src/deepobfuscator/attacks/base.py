@@ -16,7 +16,7 @@ from ..data import AttributeSpec
 from ..losses import MSSSIMSettings
 from ..models.factorised import LIMIT, is_limit
 from ..training.modules import Modules
-from ..training.precision import AMP_MODES, AUTO
+from ..training.precision import AMP_CHOICES
 from .features import FeatureSet, Pipeline
 
 SPLITS = ("val", "test", "all")
@@ -29,9 +29,6 @@ BUDGETS: dict[str, dict[str, Any]] = {
               "constant_steps": 60,
               "inversion_steps": 200, "bootstrap": 200, "limit_draws": 8},
 }
-
-
-AMP_CHOICES = (*AMP_MODES, AUTO)
 
 
 def precision_settings(s: "AttackSettings") -> dict[str, Any]:

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..training.precision import AMP_CHOICES
 from .base import BUDGETS, AttackSettings, parse_repeat
 from .registry import ATTACKERS
 
@@ -137,7 +138,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--bootstrap", type=int, help=f"bootstrap resamples for 95%% intervals (default {d.bootstrap})")
     p.add_argument("--seed", type=int, help="attack seed (recorded; default 0)")
     p.add_argument("--device", help="cpu, cuda, or auto (default cpu)")
-    p.add_argument("--amp", choices=["none", "bf16", "auto"],
+    p.add_argument("--amp", choices=list(AMP_CHOICES),
                    help="precision of the learned attackers: auto (the default: bf16 where the device computes it "
                         "natively, else float32), none (float32) or bf16 autocast (weights and losses stay float32); "
                         "recorded in attack.json")

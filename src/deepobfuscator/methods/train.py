@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from ..config import RunConfig
+from ..data import AttributeSpec
 from ..runs import RunDir
 from ..training.checkpoint import latest_checkpoint
-from ..data import AttributeSpec
 from ..training.start import make_trainer, resolve_rules, summarize
 from ..training.trainer import Trainer
 from .pipeline import attach_transforms

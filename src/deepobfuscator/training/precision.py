@@ -18,6 +18,7 @@ from .modules import Modules
 
 AMP_MODES = {"none": None, "bf16": torch.bfloat16}
 AUTO = "auto"  # bf16 where the device computes it natively, else none (resolved when a run is created)
+AMP_CHOICES = (*AMP_MODES, AUTO)  # what train.amp and deepobf attack --amp accept
 _ATTR = "_deepobf_precision"
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bf16 arithmetic
 
@@ -55,7 +56,7 @@ def resolve_amp(amp: str, device: str) -> str:
     if amp == AUTO:
         return "bf16" if native_bf16(device) else "none"
     if amp not in AMP_MODES:
-        raise ConfigError(f"train.amp must be one of {sorted([*AMP_MODES, AUTO])}, got {amp!r}")
+        raise ConfigError(f"train.amp must be one of {sorted(AMP_CHOICES)}, got {amp!r}")
     return amp
 
 
@@ -94,9 +95,6 @@ def _precision_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 def apply_precision(modules: Modules, amp: str = "none", channels_last: bool = False, device: str = "cpu") -> None:
     """Make every module of ``modules`` run with ``amp`` autocast and/or channels-last (no-op for the defaults)."""
-    amp = resolve_amp(amp, device)
-    if amp == "none" and not channels_last:
-        return
     for _, module in modules.items():
         set_precision(module, amp, channels_last, device)
 
