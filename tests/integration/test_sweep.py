@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import yaml
 
-from deepobfuscator.experiments.sweep import STATUS_FILE, load_sweep, parse_sweep, run_sweep
+from deepobfuscator.experiments.sweep import STATUS_FILE, attack_settings, load_sweep, parse_sweep, run_sweep
 from deepobfuscator.config import ConfigError
 from deepobfuscator.runs import RunDir
 
@@ -65,10 +66,12 @@ def test_grid_expansion_names_and_dedup(tmp_path: Path) -> None:
 def test_benchmark_sweep_file_parses() -> None:
     sweep = load_sweep(REPO / "benchmarks" / "sweep_celeba_cpu.yaml")
     methods = {s.method for s in sweep.runs}
-    assert methods == {"encoder", "noisy", "dp", "hybrid", "pan", "nopeek", "deepobfuscator"}
+    assert methods == {"encoder", "noisy", "dp", "hybrid", "deepobfuscator", "hardened"}
     assert sweep.preset == "celeba-cpu" and sweep.attack is not None
-    defends = {s.settings.get("defend", "both") for s in sweep.runs if s.method == "deepobfuscator"}
-    assert defends == {"both", "reconstruction", "attributes"}
+    assert sorted(s.settings.get("lambda1") for s in sweep.runs if s.method == "deepobfuscator") == [1, 10]
+    settings = attack_settings(sweep.attack, "benchmark sweep")  # the judge it asks for is a valid one
+    assert settings.budget == "full" and settings.repeat == [1, math.inf]
+    assert {"resrec", "constant", "vgg", "known_noise", "oracle"} <= set(settings.attackers)
 
 
 def test_sweep_skips_finished_runs_and_survives_a_failing_one(tmp_path: Path, celeba_root: Path) -> None:
