@@ -58,8 +58,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 QUICK_START = """quick start (the embedded synthetic faces; add --data DIR for a CelebA-layout folder):
-  deepobf train --preset demo --out runs/demo   # train the default (hardened) defence, a few minutes
-  deepobf attack runs/demo                      # fresh attackers on the frozen pipeline: the privacy numbers
+  deepobf train --preset demo --out runs/demo   # train the default (hardened) defence, about a minute on 2 CPU cores
+  deepobf attack runs/demo                      # fresh attackers on the frozen pipeline: the privacy numbers (7-9 minutes)
   deepobf inspect runs/demo                     # a page: what the phone sends, the cloud answers, an eavesdropper gets
 
 `deepobf COMMAND -h` explains a command; docs/ in the repository has the details."""
