@@ -16,7 +16,9 @@ from deepobfuscator.methods import configure
 from deepobfuscator.config import preset, save_config
 from deepobfuscator.report.html import build_report
 from deepobfuscator.report.results import load_result
-from deepobfuscator.report.tables import ablation_table, best_tradeoff, lambda_table, reconstruction_table, tradeoff_table
+from deepobfuscator.report.tables import (
+    ablation_table, best_tradeoff, cost_table, lambda_table, reconstruction_table, tradeoff_table,
+)
 
 
 class _Images(HTMLParser):
@@ -136,6 +138,21 @@ def test_report_reads_schema_2_floors_and_ranks_by_leakage_above_the_oracle_floo
     assert "oracle floor 0.680" in row[6] and "label floor 0.570" in row[6]
     files = build_report([runs], tmp_path / "report")
     assert "within 0.030 of the Encoder's (0.900)" in files.markdown.read_text()
+
+
+def test_cost_table_reads_training_and_judge_seconds(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    timed, untimed = _fake_run(runs, "timed", "encoder", 0.9, 0.9, 0.5), _fake_run(runs, "untimed", "dp", 0.6, 0.6, 0.1)
+    (timed / "train_summary.json").write_text(json.dumps({"seconds": 200.0}))
+    attack = json.loads((timed / "attack.json").read_text())
+    attack.update({"timing": {"total_s": 330.0, "jobs_s": 500.0}, "budget": {"name": "quick"},
+                   "settings": {"amp": "bf16", "attackers": ["vgg", "resrec"]}, "repeated": {"inf": {}}})
+    (timed / "attack.json").write_text(json.dumps(attack))
+    (untimed / "train_summary.json").write_text("{")  # being written: no training time, no error
+    rows = {row[-1]: row for row in cost_table([load_result(timed), load_result(untimed)]).rows}
+    assert rows[str(timed)][3:10] == ["200", "330", "500", "2.5x", "quick, attackers in bf16", "vgg, resrec", "1, inf"]
+    assert rows[str(untimed)][3:10] == ["-", "-", "-", "-", "-", "every registered", "1"]
+    assert "### Cost: training and the judge" in build_report([runs], tmp_path / "report").markdown.read_text()
 
 
 def test_report_from_two_real_tiny_runs(tmp_path: Path, celeba_root: Path) -> None:

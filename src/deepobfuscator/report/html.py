@@ -13,7 +13,7 @@ from ..utils import atomic_write_json, atomic_write_text
 from .plots import lambda_bars, reconstruction_scatter, tradeoff_scatter
 from .results import RunResult, expand_run_dirs, load_result
 from .tables import (
-    TRADEOFF_MARGIN, Table, ablation_table, averaging_table, best_tradeoff, lambda_table, leakage, markdown_table, pareto_front,
+    TRADEOFF_MARGIN, Table, ablation_table, averaging_table, best_tradeoff, cost_table, lambda_table, leakage, markdown_table, pareto_front,
     reconstruction_table, score, tradeoff_table,
 )
 
@@ -110,7 +110,7 @@ def build_report(run_dirs: list[Path], out: Path, title: str = "DeepObfuscator: 
             shutil.copyfile(r.grid, target)
             grids.append((r, target))
     tables = [tradeoff_table(results), averaging_table(results), lambda_table(results), reconstruction_table(results),
-              ablation_table(results)]
+              ablation_table(results), cost_table(results)]
     verdict = _verdict(results, margin)
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
 

@@ -63,6 +63,7 @@ class RunResult:
     attack: dict[str, Any] | None
     grid: Path | None
     shown: str = ""  # the path as written in reports (relative to the folder of the runs)
+    training: dict[str, Any] | None = None  # train_summary.json, when the run wrote one
 
     def __post_init__(self) -> None:
         self.shown = self.shown or str(self.path)
@@ -209,6 +210,18 @@ class RunResult:
             vals.append(max(0.0, acc - maj) / max(1e-9, 1.0 - maj))
         return sum(vals) / len(vals) if vals else None
 
+    def training_seconds(self) -> float | None:
+        """Seconds the run's training took (train_summary.json), or None."""
+        value = (self.training or {}).get("seconds")
+        return float(value) if value is not None else None
+
+    def judge_seconds(self) -> tuple[float | None, float | None]:
+        """The attack's wall seconds and its attacker jobs' seconds (attack.json's timing), None where not recorded."""
+        timing = (self.attack or {}).get("timing") or {}
+        total = timing.get("total_s", (self.attack or {}).get("seconds"))
+        jobs = timing.get("jobs_s")
+        return (None if total is None else float(total)), (None if jobs is None else float(jobs))
+
     def usefulness(self) -> float | None:
         """Intended-task accuracy's advantage over the majority rate, in [0, 1] (negative if below it)."""
         acc, maj = self.task_accuracy().value, self.task_majority()
@@ -243,4 +256,9 @@ def load_result(path: Path) -> RunResult:
         except json.JSONDecodeError as exc:
             raise RunError(f"{attack_path}: not valid JSON ({exc})") from exc
     grid = run.path / "recon_grid.png"
-    return RunResult(run.path, cfg, attack, grid if grid.is_file() else None)
+    summary = run.path / "train_summary.json"
+    try:
+        training = json.loads(summary.read_text()) if summary.is_file() else None
+    except json.JSONDecodeError:  # a summary being written: the report shows no training time
+        training = None
+    return RunResult(run.path, cfg, attack, grid if grid.is_file() else None, training=training)

@@ -224,6 +224,31 @@ def averaging_table(results: list[RunResult]) -> Table:
     return t
 
 
+def cost_table(results: list[RunResult]) -> Table:
+    """What each run cost: its training's seconds beside its judge's (wall and attacker jobs), the judge's budget
+    and the attackers' precision, as the runs recorded them."""
+    t = Table("Cost: training and the judge, in seconds",
+              ["Method", "Setting", "Intended / private", "Training s", "Judge s (wall)", "Attacker jobs s",
+               "Jobs / training", "Budget", "Attackers", "Repeats", "Run"],
+              note="Seconds as the run and its judge recorded them on their machine (train_summary.json, "
+                   "attack.json's timing), so they compare runs made on one machine under one load; a judge that "
+                   "resumed counts only its last call's wall seconds. Jobs / training: the attackers' seconds over "
+                   "the training's.")
+    for r in sorted(_attacked(results), key=_order):
+        train_s = r.training_seconds()
+        wall, jobs = r.judge_seconds()
+        ratio = f"{jobs / train_s:.1f}x" if jobs is not None and train_s else "-"
+        budget = ((r.attack or {}).get("budget") or {}).get("name", "-")
+        settings = (r.attack or {}).get("settings") or {}
+        amp, chosen = settings.get("amp"), settings.get("attackers")
+        t.rows.append([r.method_label, r.setting or "-", r.attribute_set,
+                       "-" if train_s is None else f"{train_s:.0f}", "-" if wall is None else f"{wall:.0f}",
+                       "-" if jobs is None else f"{jobs:.0f}", ratio,
+                       budget + (f", attackers in {amp}" if amp and amp != "none" else ""),
+                       ", ".join(chosen) if chosen else "every registered", ", ".join(r.repeats()), r.shown])
+    return t
+
+
 def ablation_table(results: list[RunResult]) -> Table:
     """Section 4.2: DeepObfuscator defending against reconstruction only, attributes only, both (+ Encoder)."""
     t = Table("Ablation: what the obfuscator defends against (paper section 4.2)",
