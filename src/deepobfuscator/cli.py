@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deepobf {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"deepobf {args.command}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        how = ("rerun with --resume to continue" if hasattr(args, "resume")
+               else "rerun the same command to continue (finished work is kept)")  # attack, sweep: resume by default
+        print(f"deepobf {args.command}: interrupted; {how}", file=sys.stderr)
         return 130
 
 

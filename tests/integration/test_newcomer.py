@@ -39,6 +39,23 @@ def _all_parsers(parser=None, name: str = "deepobf") -> list[tuple[str, object]]
     return out
 
 
+@pytest.mark.parametrize("command, hint", [("train", "rerun with --resume"), ("attack", "rerun the same command"),
+                                           ("sweep", "rerun the same command")])
+def test_an_interrupted_command_says_how_to_continue(command: str, hint: str, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """Ctrl-C names the way that command resumes (attack and sweep have no --resume: they resume by default)."""
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    parser = build_parser()
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            action.choices[command].set_defaults(handler=interrupted)
+    monkeypatch.setattr("deepobfuscator.cli.build_parser", lambda: parser)
+    assert main([command, "RUN"] if command != "train" else [command]) == 130
+    assert hint in capsys.readouterr().err
+
+
 def test_every_command_help_renders() -> None:
     """``--help`` of every command and sub-command formats (a stray ``%`` in one help string broke
     ``deepobf attack --help`` once)."""
