@@ -149,10 +149,13 @@ def test_cost_table_reads_training_and_judge_seconds(tmp_path: Path) -> None:
                    "settings": {"amp": "bf16", "attackers": ["vgg", "resrec"]}, "repeated": {"inf": {}}})
     (timed / "attack.json").write_text(json.dumps(attack))
     (untimed / "train_summary.json").write_text("{")  # being written: no training time, no error
+    (timed / "train_summary.json").write_text(json.dumps({"seconds": 200.0, "stalled": ["Smiling"]}))
     rows = {row[-1]: row for row in cost_table([load_result(timed), load_result(untimed)]).rows}
     assert rows[str(timed)][3:10] == ["200", "330", "500", "2.5x", "quick, attackers in bf16", "vgg, resrec", "1, inf"]
     assert rows[str(untimed)][3:10] == ["-", "-", "-", "-", "-", "every registered", "1"]
-    assert "### Cost: training and the judge" in build_report([runs], tmp_path / "report").markdown.read_text()
+    md = build_report([runs], tmp_path / "report").markdown.read_text()
+    assert "### Cost: training and the judge" in md
+    assert "- timed: Smiling stayed at the majority rate in training" in md  # a stalled run is said loudly
 
 
 def test_report_from_two_real_tiny_runs(tmp_path: Path, celeba_root: Path) -> None:

@@ -86,6 +86,8 @@ def build_report(run_dirs: list[Path], out: Path, title: str = "DeepObfuscator: 
     (out / "figures").mkdir(parents=True, exist_ok=True)
     warnings = [f"{r.path}: no attack.json (run `deepobf attack {r.path}`); left out of figures and tables"
                 for r in results if not r.attack]
+    warnings += [f"{r.shown}: {', '.join(r.stalled())} stayed at the majority rate in training (train_summary.json): "
+                 "this run learned nothing of it, whatever its privacy numbers say" for r in results if r.stalled()]
     figures: list[tuple[str, Path]] = []
     scatter = tradeoff_scatter(results, out / "figures" / "tradeoff.png", margin)
     if scatter:

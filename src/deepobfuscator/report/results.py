@@ -215,6 +215,10 @@ class RunResult:
         value = (self.training or {}).get("seconds")
         return float(value) if value is not None else None
 
+    def stalled(self) -> list[str]:
+        """Intended attributes the training left at their majority rate (train_summary.json's ``stalled``)."""
+        return [str(a) for a in (self.training or {}).get("stalled") or []]
+
     def judge_seconds(self) -> tuple[float | None, float | None]:
         """The attack's wall seconds and its attacker jobs' seconds (attack.json's timing), None where not recorded."""
         timing = (self.attack or {}).get("timing") or {}
