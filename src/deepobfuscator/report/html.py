@@ -13,8 +13,8 @@ from ..utils import atomic_write_json, atomic_write_text
 from .plots import lambda_bars, reconstruction_scatter, tradeoff_scatter
 from .results import RunResult, expand_run_dirs, load_result
 from .tables import (
-    TRADEOFF_MARGIN, Table, ablation_table, averaging_table, best_tradeoff, cost_table, lambda_table, leakage, markdown_table, pareto_front,
-    reconstruction_table, score, tradeoff_table,
+    TRADEOFF_MARGIN, Table, ablation_table, averaging_table, best_tradeoff, cost_table, lambda_table, leakage,
+    markdown_table, pareto_front, reconstruction_table, score, tradeoff_table,
 )
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;color:#222;padding:0 1em}
