@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -177,3 +178,20 @@ def test_report_from_two_real_tiny_runs(tmp_path: Path, celeba_root: Path) -> No
     assert_self_contained(html_path, expected_images=3 + 2)  # tradeoff, reconstruction, lambda bars; two grids
     text = html_path.read_text()
     assert "DeepObfuscator λ1=10" in text and "encoder-Smiling-vs-Male" in text and str(out) not in text
+
+
+def test_every_registered_method_has_its_own_style_and_others_a_stable_one() -> None:
+    """Each method the project registers is drawn in a marker and colour of its own; a user's method gets a style
+    that is the same in every process (Python's str hash is salted per process)."""
+    import subprocess
+    import sys
+
+    from deepobfuscator.methods import METHODS
+    from deepobfuscator.report.plots import _style
+
+    styles = [_style(name) for name in METHODS.names()]
+    assert len(set(styles)) == len(styles)
+    code = "from deepobfuscator.report.plots import _style; print(_style('my_defence'))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(outs) == 1

@@ -2,6 +2,7 @@
 lambda1 bars (Figures 7-8)."""
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -13,15 +14,15 @@ from .results import RunResult, metric  # noqa: E402
 from .tables import TRADEOFF_MARGIN, lambda_runs, reference_accuracy  # noqa: E402
 
 MARKERS = {"deepobfuscator": "*", "encoder": "o", "noisy": "s", "dp": "D", "hybrid": "^", "pan": "v",
-           "nopeek": "P"}
+           "nopeek": "P", "hardened": "X"}
 COLORS = {"deepobfuscator": "tab:red", "encoder": "tab:gray", "noisy": "tab:blue", "dp": "tab:purple",
-          "hybrid": "tab:green", "pan": "tab:orange", "nopeek": "tab:brown"}
+          "hybrid": "tab:green", "pan": "tab:orange", "nopeek": "tab:brown", "hardened": "tab:cyan"}
 _EXTRA = ["X", "h", "<", ">", "p", "8"]
 
 
 def _style(method: str) -> tuple[str, str]:
     if method not in MARKERS:
-        i = abs(hash(method)) % len(_EXTRA)
+        i = zlib.crc32(method.encode()) % len(_EXTRA)  # the same style in every process (str hash is salted)
         return _EXTRA[i], f"C{i}"
     return MARKERS[method], COLORS[method]
 
