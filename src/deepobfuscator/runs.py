@@ -1,7 +1,7 @@
 """The run directory: the only contract between `deepobf` commands.
 
 ``config.yaml`` (resolved config with provenance), ``split.json``, ``noise.png``,
-``checkpoints/`` (``final.safetensors`` + resumable ``step-*`` dirs), ``metrics.jsonl``; later
+``checkpoints/`` (``final.safetensors`` + resumable ``step-*`` dirs), ``metrics.jsonl``, ``train_summary.json``; later
 commands add ``attack.json``, ``attack.md``, ``recon_grid.png`` and ``export/``.
 """
 from __future__ import annotations
@@ -40,6 +40,7 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     final = property(lambda self: self.path / "checkpoints" / "final.safetensors")
     metrics = property(lambda self: self.path / "metrics.jsonl")
+    summary = property(lambda self: self.path / "train_summary.json")
 
     def exists(self) -> bool:
         """True if a config has been written here."""
@@ -67,6 +68,15 @@ class RunDir:
             raise RunError(f"{self.noise}: noise image missing")
         arr = np.asarray(Image.open(self.noise).convert("RGB"), dtype=np.uint8)
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+    def read_summary(self) -> dict[str, Any]:
+        """``train_summary.json`` (what training wrote at its end), or {} before the run has one."""
+        if not self.summary.is_file():
+            return {}
+        try:
+            return json.loads(self.summary.read_text())
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{self.summary}: not valid JSON: {exc}") from exc
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All records of ``metrics.jsonl``."""

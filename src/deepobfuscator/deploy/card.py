@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..runs import RunDir, RunError, run_specs, spec_to_dict
+from ..runs import RunDir, run_specs, spec_to_dict
 
 CARD_NAME = "model-card.json"
 CARD_VERSION = 1
@@ -41,11 +40,7 @@ def build_model_card(run: RunDir, cfg: RunConfig | None = None) -> dict[str, Any
     task_specs, private_specs = run_specs(cfg)
     height, width = (int(d) for d in cfg.data.image_size)
     channels, fh, fw = feature_shape_of(cfg)
-    summary_path = run.path / "train_summary.json"
-    try:
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{summary_path}: not valid JSON: {exc}") from exc
+    summary = run.read_summary()
     return {
         "card_version": CARD_VERSION,
         "name": cfg.name,

@@ -326,9 +326,8 @@ def run_results(run: RunDir, attack_json: Path | None = None) -> dict[str, Any]:
             ba = entry.get("balanced_accuracy")
             out["leakage_above_floor"][attr] = None if ba is None or not floors else round(ba - max(floors), 6)
         out["ms_ssim_above_floor"] = (attack.get("reconstruction") or {}).get("ms_ssim_above_floor")
-    elif (run.path / "train_summary.json").is_file():
-        summary = json.loads((run.path / "train_summary.json").read_text())
-        out["intended_accuracy"] = summary.get("test", {}).get("C_acc", {})
+    elif run.summary.is_file():
+        out["intended_accuracy"] = run.read_summary().get("test", {}).get("C_acc", {})
     return out
 
 

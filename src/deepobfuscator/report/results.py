@@ -260,9 +260,8 @@ def load_result(path: Path) -> RunResult:
         except json.JSONDecodeError as exc:
             raise RunError(f"{attack_path}: not valid JSON ({exc})") from exc
     grid = run.path / "recon_grid.png"
-    summary = run.path / "train_summary.json"
     try:
-        training = json.loads(summary.read_text()) if summary.is_file() else None
-    except json.JSONDecodeError:  # a summary being written: the report shows no training time
+        training = run.read_summary() or None
+    except RunError:  # a damaged summary: the report still renders, without the training time
         training = None
     return RunResult(run.path, cfg, attack, grid if grid.is_file() else None, training=training)
