@@ -154,9 +154,12 @@ def test_cost_table_reads_training_and_judge_seconds(tmp_path: Path) -> None:
     rows = {row[-1]: row for row in cost_table([load_result(timed), load_result(untimed)]).rows}
     assert rows[str(timed)][3:10] == ["200", "330", "500", "2.5x", "quick, attackers in bf16", "vgg, resrec", "1, inf"]
     assert rows[str(untimed)][3:10] == ["-", "-", "-", "-", "-", "every registered", "1"]
+    unjudged = _fake_run(runs, "unjudged", "noisy", 0.8, 0.8, 0.3)
+    (unjudged / "attack.json").unlink()
     md = build_report([runs], tmp_path / "report").markdown.read_text()
     assert "### Cost: training and the judge" in md
     assert "- timed: Smiling stayed at the majority rate in training" in md  # a stalled run is said loudly
+    assert "- unjudged: no attack.json" in md and str(tmp_path) not in md  # runs named relative to their folder
 
 
 def test_report_from_two_real_tiny_runs(tmp_path: Path, celeba_root: Path) -> None:

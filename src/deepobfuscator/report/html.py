@@ -84,7 +84,7 @@ def build_report(run_dirs: list[Path], out: Path, title: str = "DeepObfuscator: 
     _shown_paths(results)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    warnings = [f"{r.path}: no attack.json (run `deepobf attack {r.path}`); left out of figures and tables"
+    warnings = [f"{r.shown}: no attack.json (judge it with `deepobf attack` first); left out of figures and tables"
                 for r in results if not r.attack]
     warnings += [f"{r.shown}: {', '.join(r.stalled())} stayed at the majority rate in training (train_summary.json): "
                  "this run learned nothing of it, whatever its privacy numbers say" for r in results if r.stalled()]
