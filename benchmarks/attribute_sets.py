@@ -86,7 +86,7 @@ def _floor(entry: dict[str, Any]) -> float:
 
 
 VARIANTS = {"hardened": "hardened", "hardened-nocode": "hardened, no code",  # run folder suffix -> table label
-            "split1-hardened": "hardened, split 1 (seed 1)",
+            "split1-hardened": "hardened, split 1 (seed 1)", "split2-hardened": "hardened, split 2 (seed 2)",
             # the warm stage's length (State Farm's VGG code head rose 20 points of behaviour from 5 to 9 warm epochs
             # of 14): the default MLP head with 6 warm epochs of 11 instead of its rule's 4 (`--set
             # method.warm_epochs=6`), and C's architecture as the code head (`--set model.bottleneck_code_head=vgg`,
@@ -240,7 +240,7 @@ def main() -> int:
     p.add_argument("--only", nargs="+", choices=list(SETS), default=list(SETS))
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
                    help="which runs to train (default: both; the judge runs with hardened)")
-    p.add_argument("--split", type=int, default=0, choices=(0, 1),
+    p.add_argument("--split", type=int, default=0, choices=(0, 1, 2),
                    help="another split of the images and training seed (data.split_seed = train.seed = SPLIT)")
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args()

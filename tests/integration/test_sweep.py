@@ -72,6 +72,11 @@ def test_benchmark_sweep_file_parses() -> None:
     settings = attack_settings(sweep.attack, "benchmark sweep")  # the judge it asks for is a valid one
     assert settings.budget == "full" and settings.repeat == [1, math.inf]
     assert {"resrec", "constant", "vgg", "known_noise", "oracle"} <= set(settings.attackers)
+    others = load_sweep(REPO / "benchmarks" / "sweep_sets_celeba_cpu.yaml")  # the paper's defence on sets 2-6
+    grid = {(tuple(s.task), tuple(s.private)) for s in load_sweep(REPO / "benchmarks" / "paper_grid.yaml").runs}
+    assert {(tuple(s.task), tuple(s.private)) for s in others.runs} == grid - {(("Smiling",), ("Male",))}
+    assert others.preset == sweep.preset and others.attack == sweep.attack  # the same judge as set 1's comparison
+    assert {s.method for s in others.runs} == {"deepobfuscator"}
 
 
 def test_sweep_skips_finished_runs_and_survives_a_failing_one(tmp_path: Path, celeba_root: Path) -> None:
