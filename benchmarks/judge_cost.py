@@ -78,6 +78,28 @@ def job_rows(attack: dict[str, Any], work: Path) -> dict[tuple[str, str], dict[s
     return out
 
 
+def own_rows(rows: dict[tuple[str, str], dict[str, Any]], jobs: dict[str, float]
+             ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[tuple[str, str], float]]:
+    """Split a work folder's records into this judge's (their seconds are the ones its attack.json recorded) and the
+    jobs whose record a later judge in the same folder replaced (``--retrain``, another ``--amp``): (attacker, m) ->
+    the seconds this judge recorded. Without recorded job seconds every record counts as the judge's own."""
+    if not jobs:
+        return rows, {}
+    own, replaced = {}, {}
+    for stem, seconds in jobs.items():
+        job, _, seed = stem.rpartition(".")
+        if seed != "s0":
+            continue
+        name, _, m = job.partition("@m")
+        key = (name, m or "1")
+        record = rows.get(key)
+        if record is not None and abs((record.get("seconds") or 0.0) - seconds) < 0.01:
+            own[key] = record
+        else:
+            replaced[key] = seconds
+    return own, replaced
+
+
 def local_work(run: Path, attack: dict[str, Any]) -> Path:
     return run / "attack" / Path(attack["work_dir"]).name
 
@@ -216,10 +238,39 @@ def warm_table(run: Path) -> list[str]:
     return lines
 
 
+def _fits(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The learned fits of one job (one per attribute for attribute attackers; none for floors and the inversion)."""
+    training = record.get("training") or {}
+    fits = list(training.values()) if record["kind"] == "attribute" else [training]
+    return [t for t in fits if isinstance(t, dict) and t.get("epochs") and t.get("seconds") is not None]
+
+
+def least_cost(rows: dict[tuple[str, str], dict[str, Any]], train_s: float, workers: int) -> list[str]:
+    """The least the same judge could cost under its own budgets: every learned fit stopping at its first chance
+    (``patience + 1`` epochs: the best epoch its first) at the seconds per epoch it measured, everything else (the
+    floors, the inversion, evaluation, each job's own overhead) as it ran; split by kind of job."""
+    least = {"decoders": 0.0, "attribute attackers": 0.0, "other jobs": 0.0}
+    spent = dict.fromkeys(least, 0.0)
+    for record in rows.values():
+        fits = _fits(record)
+        kind = ("attribute attackers" if record["kind"] == "attribute" else "decoders") if fits else "other jobs"
+        seconds = record.get("seconds") or 0.0
+        overhead = seconds - sum(t["seconds"] for t in fits)
+        minimum = sum(t["seconds"] / t["epochs"] * min(t["epochs"], (t.get("patience") or 0) + 1) for t in fits)
+        least[kind] += overhead + minimum
+        spent[kind] += seconds
+    total = sum(least.values())
+    parts = ", ".join(f"{k} {least[k]:.0f} (ran {spent[k]:.0f})" for k in least)
+    return [f"The least this judge could cost under its own budgets (every learned fit stopping at its first chance, "
+            f"patience + 1 epochs, at the seconds per epoch it measured; everything else as it ran): {total:.0f} "
+            f"job-seconds ({parts}), {total / train_s:.1f}x training; on {workers} worker(s) packed without a gap "
+            f"{total / workers:.0f} s wall, {total / workers / train_s:.1f}x training."]
+
+
 def full_table(run: Path, train_s: float, judge: str = "judge-full") -> list[str]:
     attack = json.loads((run / judge / "attack.json").read_text())
-    rows = job_rows(attack, local_work(run, attack))
     timing = attack["timing"]
+    rows, replaced = own_rows(job_rows(attack, local_work(run, attack)), timing.get("jobs") or {})
     lines = [f"Training {train_s:.0f} s; the default judge's last invocation {timing['total_s']:.0f} s wall "
              f"({timing['total_s'] / train_s:.1f}x training; {timing['workers']} worker(s) x "
              f"{timing['threads_per_worker']} thread(s); preparing {timing['prepare_s']:.0f} s; "
@@ -230,6 +281,8 @@ def full_table(run: Path, train_s: float, judge: str = "judge-full") -> list[str
     for (name, m), record in sorted(rows.items(), key=lambda kv: -(kv[1].get("seconds") or 0)):
         epochs, early, result = job_cells(record)
         lines.append(f"| {name} | {m} | {_f(record.get('seconds'), 0)} | {epochs} | {early} | {result} |")
+    for (name, m), seconds in sorted(replaced.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {name} | {m} | {seconds:.0f} | | | (its record was replaced by a later judge's) |")
     verdict = []
     for attr, e in attack["privacy"].items():
         row = [f"m=1 {_f(e['balanced_accuracy'])} ({e['best_attacker']})"]
@@ -240,7 +293,10 @@ def full_table(run: Path, train_s: float, judge: str = "judge-full") -> list[str
     verdict.append(f"reconstruction m=1 {_f(rec['ms_ssim'])} ({rec['best_attacker']}; constant "
                    f"{_f((rec.get('floor') or {}).get('ms_ssim'))})" + "".join(
                        f", m={m} {_f(r['reconstruction']['ms_ssim'])}" for m, r in (attack.get('repeated') or {}).items()))
-    return lines + [""] + [f"- {v}" for v in verdict]
+    least = least_cost(rows, train_s, timing["workers"]) if not replaced else [
+        f"The least this judge could cost is not computed: {len(replaced)} of its jobs' records were replaced by a "
+        "later judge sharing its work folder."]
+    return lines + [""] + [f"- {v}" for v in verdict] + [""] + least
 
 
 def partial_table(run: Path) -> list[str]:
