@@ -311,6 +311,9 @@ def test_several_seeds_report_the_best_for_the_attacker_and_the_spread(run_copy:
     assert mirror["ms_ssim"] == mirror["seeds"]["max"] and len(mirror["seeds"]["values"]) == 3
     stored = sorted(p.name for p in (Path(result["work_dir"])).glob("linear.s*.json"))
     assert stored == ["linear.s0.json", "linear.s1.json", "linear.s2.json"]
+    md = (run_copy / "seeds.md").read_text()  # attack.md says what a row is and gives the spread
+    assert md.count("Attacker seeds 0, 1, 2: each row is the seed best for the attacker") == 2
+    assert f"linear {min(values):.3f}-{max(values):.3f} (mean {linear['seeds']['mean']:.3f}" in md
 
 
 def test_verdict_names_an_attribute_no_attacker_was_run_for() -> None:

@@ -41,6 +41,22 @@ def _epochs(training: dict[str, Any] | None) -> str:
     return f"{training['epochs']} (best {training.get('best_epoch')})"
 
 
+def _seed_spread(per: dict[str, dict[str, Any]], what: str) -> list[str]:
+    """Where attackers were trained with several seeds (``--seeds``): what each table row is, and the spread."""
+    parts, seeds = [], None
+    for name, r in per.items():
+        spread = r.get("seeds") or {}
+        if len(spread.get("seeds") or []) > 1 and spread.get("mean") is not None:
+            seeds = seeds or spread["seeds"]
+            parts.append(f"{name} {spread['min']:.3f}-{spread['max']:.3f} (mean {spread['mean']:.3f}, "
+                         f"std {spread['std']:.3f})")
+    if not parts:
+        return []
+    return ["", f"Attacker seeds {', '.join(map(str, seeds))}: each row is the seed best for the attacker on these "
+                f"images (chosen on them, so an upper estimate of one training); {what} over the seeds: "
+            + "; ".join(parts) + "."]
+
+
 def _attribute_section(attr: str, entry: dict[str, Any]) -> list[str]:
     lines = [f"### {attr}", ""]
     label, oracle = entry.get("label_floor"), entry.get("oracle_floor")
@@ -58,6 +74,7 @@ def _attribute_section(attr: str, entry: dict[str, Any]) -> list[str]:
     for name, r in entry["per_attacker"].items():
         row = _classification_row(name + (" (floor)" if r.get("floor") else ""), r, bold=name == entry["best_attacker"])
         lines.append(row[:-1] + f"| {_epochs(r.get('training'))} |")
+    lines += _seed_spread(entry["per_attacker"], "balanced accuracy")
     within = entry.get("within") or {}
     for task, classes in within.items():
         cells = ", ".join(f"{task}={c}: {_num(v.get('balanced_accuracy'))} (majority {_num(v.get('majority_rate'))}, "
@@ -166,6 +183,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if not rec["per_attacker"]:
         lines.append("| (none) | | | | | | |")
+    lines += _seed_spread(rec["per_attacker"], "MS-SSIM")
     timing = result.get("timing")
     if timing:
         lines += ["", f"Time: {timing['total_s']:.0f} s in all ({timing['prepare_s']:.0f} s preparing, "
