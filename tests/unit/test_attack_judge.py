@@ -307,6 +307,10 @@ def test_several_seeds_report_the_best_for_the_attacker_and_the_spread(run_copy:
     assert linear["seeds"]["seeds"] == [0, 1, 2] and len(values) == 3 and len(linear["epochs_per_seed"]) == 3
     assert linear["balanced_accuracy"] == max(values) and linear["seed"] in (0, 1, 2)
     assert linear["seeds"]["min"] <= linear["seeds"]["mean"] <= linear["seeds"]["max"] == max(values)
+    male = result["privacy"]["Male"]  # attack.json carries the floor each number is read against
+    assert male["floor"] == max(male["label_floor"]["balanced_accuracy"], male["oracle_floor"]["balanced_accuracy"]
+                                if male["oracle_floor"] else 0.0)
+    assert male["leakage_above_floor"] == pytest.approx(male["balanced_accuracy"] - male["floor"], abs=1e-6)
     mirror = result["reconstruction"]["per_attacker"]["mirror"]
     assert mirror["ms_ssim"] == mirror["seeds"]["max"] and len(mirror["seeds"]["values"]) == 3
     stored = sorted(p.name for p in (Path(result["work_dir"])).glob("linear.s*.json"))
@@ -327,3 +331,27 @@ def test_verdict_names_an_attribute_no_attacker_was_run_for() -> None:
     lines = verdict_lines(result)
     assert lines[0] == "- **Male**: no attribute attacker was run (`--attackers` chose none); floor 0.573."
     assert "None" not in "\n".join(lines) and "resrec MS-SSIM 0.423" in lines[1]
+
+
+def test_each_repeat_count_is_read_against_its_own_floor() -> None:
+    """The floor at m is the larger of the label floor and the oracle floor at that m (C's answers averaged as the
+    features are): the verdict and the averaging table of attack.md say the same leakage for the same number."""
+    from deepobfuscator.attacks.floors import larger_floor
+    from deepobfuscator.attacks.report import render_markdown, verdict_lines
+
+    def entry(ba: float, oracle: float) -> dict:
+        return {"best_attacker": "vgg", "balanced_accuracy": ba, "label_floor": {"balanced_accuracy": 0.559},
+                "oracle_floor": {"balanced_accuracy": oracle}, "per_attacker": {}}
+
+    rec = {"best_attacker": None, "per_attacker": {}}
+    result = {"privacy": {"Male": entry(0.583, 0.579)}, "reconstruction": rec, "utility": {},
+              "repeated": {"8": {"privacy": {"Male": entry(0.581, 0.575)}, "reconstruction": rec}}}
+    assert larger_floor(result["privacy"]["Male"]) == 0.579 and larger_floor({"label_floor": None}) is None
+    verdict = verdict_lines(result)[0]
+    assert "**+0.004** above it" in verdict and "m = 8: 0.581 (+0.006 above its floor 0.575)" in verdict
+    table = [line for line in render_markdown({
+        **result, "run": "r", "split": "test", "dataset": "d", "data_root": "d", "eval_images": 1,
+        "attacker_train": {"images": 1, "dataset": "d", "root": "d", "split": "train"}, "settings": {"seed": 0},
+        "reid": {"chance": 0.25, "similarity": "msssim", "per_attacker": {}}}).splitlines()
+        if line.startswith("| Male balanced accuracy")]
+    assert table == ["| Male balanced accuracy | 0.583 (vgg; +0.004 above floor) | 0.581 (vgg; +0.006 above floor) |"]

@@ -154,6 +154,14 @@ def test_cost_table_reads_training_and_judge_seconds(tmp_path: Path) -> None:
     rows = {row[-1]: row for row in cost_table([load_result(timed), load_result(untimed)]).rows}
     assert rows[str(timed)][3:10] == ["200", "330", "500", "2.5x", "quick, attackers in bf16", "vgg, resrec", "1, inf"]
     assert rows[str(untimed)][3:10] == ["-", "-", "-", "-", "-", "every registered", "1"]
+    repeated = {"Male": {"balanced_accuracy": 0.6, "label_floor": {"balanced_accuracy": 0.57},
+                         "oracle_floor": {"balanced_accuracy": 0.59}}}
+    attack["repeated"] = {"inf": {"privacy": repeated}}
+    attack["privacy"]["Male"].update(balanced_accuracy=0.62, label_floor={"balanced_accuracy": 0.57},
+                                     oracle_floor={"balanced_accuracy": 0.55})
+    (timed / "attack.json").write_text(json.dumps(attack))
+    result = load_result(timed)
+    assert (result.floor("Male"), result.floor("Male", "inf"), result.floor("Male", "8")) == (0.57, 0.59, None)
     unjudged = _fake_run(runs, "unjudged", "noisy", 0.8, 0.8, 0.3)
     (unjudged / "attack.json").unlink()
     md = build_report([runs], tmp_path / "report").markdown.read_text()

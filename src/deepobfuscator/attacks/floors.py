@@ -27,6 +27,15 @@ from .reconstruction import evaluate_reconstruction, from_uint8, score_images, t
 CONSTANT_MODES = ("mean", "median", "msssim")
 
 
+def larger_floor(entry: dict[str, Any]) -> float | None:
+    """The floor a private attribute's best attacker is read against: the larger of its label floor and its oracle
+    floor, both as measured at the entry's own repeat count m (C's answers averaged as the features are); None when
+    neither was measured. ``entry`` is a privacy record of attack.json, at m = 1 or under ``repeated``."""
+    values = [(entry.get(key) or {}).get("balanced_accuracy") for key in ("label_floor", "oracle_floor")]
+    values = [float(v) for v in values if v is not None]
+    return max(values) if values else None
+
+
 def label_floor(private: np.ndarray, intended: np.ndarray) -> dict[str, Any]:
     """Best balanced accuracy of any rule predicting ``private`` labels ``[N]`` from intended labels ``[N, T]``.
 

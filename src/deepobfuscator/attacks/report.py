@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..utils import atomic_write_bytes
+from .floors import larger_floor
 
 CELL_MIN = 64  # grid cells are enlarged (nearest neighbour) to at least this many pixels high
 LABEL_WIDTH = 84
@@ -83,14 +84,15 @@ def _attribute_section(attr: str, entry: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _floor(entry: dict[str, Any]) -> float | None:
-    values = [v for v in ((entry.get("label_floor") or {}).get("balanced_accuracy"),
-                          (entry.get("oracle_floor") or {}).get("balanced_accuracy")) if v is not None]
-    return max(values) if values else None
-
-
 def _signed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.3f}"
+
+
+def _averaged(m: str, e: dict[str, Any]) -> str:
+    """One repeat count's best attacker against that count's own floor (C's answers averaged as the features are)."""
+    floor, ba = larger_floor(e), e.get("balanced_accuracy")
+    above = None if floor is None or ba is None else ba - floor
+    return f"m = {m}: {_num(ba)} ({_signed(above)} above its floor {_num(floor)})"
 
 
 def verdict_lines(result: dict[str, Any]) -> list[str]:
@@ -99,16 +101,13 @@ def verdict_lines(result: dict[str, Any]) -> list[str]:
     lines = []
     repeated = result.get("repeated") or {}
     for attr, e in result["privacy"].items():
-        floor = _floor(e)
+        floor = larger_floor(e)
         ba = e.get("balanced_accuracy")
         if not e.get("best_attacker"):
             lines.append(f"- **{attr}**: no attribute attacker was run (`--attackers` chose none); floor {_num(floor)}.")
             continue
         above = None if floor is None or ba is None else ba - floor
-        averaged = "; ".join(
-            f"m = {m}: {_num(r['privacy'][attr]['balanced_accuracy'])} "
-            f"({_signed(None if floor is None or r['privacy'][attr]['balanced_accuracy'] is None else r['privacy'][attr]['balanced_accuracy'] - floor)})"
-            for m, r in repeated.items() if attr in r.get("privacy", {}))
+        averaged = "; ".join(_averaged(m, r["privacy"][attr]) for m, r in repeated.items() if attr in r.get("privacy", {}))
         lines.append(f"- **{attr}**: best fresh attacker {e.get('best_attacker')} reads it at balanced accuracy "
                      f"{_num(ba)}{_ci(e.get('balanced_accuracy_ci95'))}; floor {_num(floor)} (what the intended "
                      f"labels or C's answers already imply) -> **{_signed(above)}** above it"
@@ -212,9 +211,7 @@ def _averaging_table(result: dict[str, Any]) -> list[str]:
         cells = []
         for m in columns:
             e = views[m]["privacy"].get(attr, {})
-            floor = max([v for v in ((e.get("label_floor") or {}).get("balanced_accuracy"),
-                                     (e.get("oracle_floor") or {}).get("balanced_accuracy")) if v is not None],
-                        default=None)
+            floor = larger_floor(e)
             above = None if floor is None or e.get("balanced_accuracy") is None else e["balanced_accuracy"] - floor
             cells.append(f"{_num(e.get('balanced_accuracy'))} ({e.get('best_attacker')}; "
                          f"{'+' if (above or 0) >= 0 else ''}{_num(above)} above floor)")

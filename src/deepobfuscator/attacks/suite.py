@@ -36,7 +36,7 @@ from .features import (
     FeatureSet, Pipeline, check_disjoint, extract_features, images_to_dataset_tensor, limit_view, load_pipeline,
     select_rows,
 )
-from .floors import label_floors
+from .floors import label_floors, larger_floor
 from .registry import ATTACKERS, get_attackers
 from .reid import CHANCE, make_trials, run_trials
 from .report import render_markdown, save_grid
@@ -437,12 +437,14 @@ def summarise_privacy(records: dict[str, dict[str, Any]], specs: list[AttributeS
         oracle = per.get("oracle")
         label = floors.get(spec.name)
         ba = top.get("balanced_accuracy")
+        floor = larger_floor({"label_floor": label, "oracle_floor": oracle})
         privacy[spec.name] = {
             "best_attacker": best, **{k: top.get(k) for k in CLASSIFICATION_KEYS}, "within": top.get("within", {}),
             "label_floor": label,
             "oracle_floor": {k: oracle.get(k) for k in CLASSIFICATION_KEYS} if oracle else None,
             "leakage_above_label": _minus(ba, label["balanced_accuracy"] if label else None),
             "leakage_above_oracle": _minus(ba, oracle.get("balanced_accuracy") if oracle else None),
+            "floor": floor, "leakage_above_floor": _minus(ba, floor),
             "per_attacker": per,
         }
     return privacy
@@ -478,7 +480,7 @@ def _short(privacy: dict[str, Any], reconstruction: dict[str, Any]) -> dict[str,
     """The headline numbers of a repeated-query attack, and every attacker's score (without training records)."""
     return {"privacy": {attr: {**{k: e[k] for k in ("best_attacker", "balanced_accuracy", "balanced_accuracy_ci95",
                                                     "majority_rate", "leakage_above_oracle", "leakage_above_label",
-                                                    "oracle_floor", "label_floor")},
+                                                    "oracle_floor", "label_floor", "floor", "leakage_above_floor")},
                                "per_attacker": {n: {k: r.get(k) for k in ("balanced_accuracy", "balanced_accuracy_ci95",
                                                                           "floor")}
                                                 for n, r in e["per_attacker"].items()}}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..attacks.floors import larger_floor
 from ..config import RunConfig
 from ..methods import METHODS
 from ..runs import RunDir, RunError
@@ -191,10 +192,12 @@ class RunResult:
         entry = ((self.attack or {}).get("repeated") or {}).get(m, {}).get("privacy", {}).get(attr)
         return metric(entry, "balanced_accuracy")
 
-    def floor(self, attr: str) -> float | None:
-        """The larger of the label and oracle floors of ``attr`` (None when neither was measured)."""
-        values = [v for v in (self.label_floor(attr), self.oracle_floor(attr)) if v is not None]
-        return max(values) if values else None
+    def floor(self, attr: str, m: str = "1") -> float | None:
+        """The larger of the label and oracle floors of ``attr`` at repeat count ``m`` (None when neither was
+        measured; :func:`~deepobfuscator.attacks.floors.larger_floor`)."""
+        entry = self.privacy_entry(attr) if m == "1" else \
+            ((self.attack or {}).get("repeated") or {}).get(m, {}).get("privacy", {}).get(attr) or {}
+        return larger_floor(entry)
 
     def reconstruction(self) -> dict[str, Any]:
         """The raw reconstruction record (best_attacker, ms_ssim, psnr, per_attacker)."""

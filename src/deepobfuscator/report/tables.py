@@ -211,13 +211,14 @@ def averaging_table(results: list[RunResult]) -> Table:
               ["Method", "Setting", "Intended / private", *[f"m = {m}" for m in repeats], "Run"],
               note="m = inf is the averaging limit (the noise-free mean an attacker converges to by averaging many "
                    "queries of the same image, e.g. a burst or a video). Floor: the larger of the label floor and the "
-                   "oracle floor; a deterministic pipeline has only m = 1.")
+                   "oracle floor at the same m (C's answers averaged as the features are); a deterministic pipeline "
+                   "has only m = 1.")
     for r in sorted(_attacked(results), key=_order):
         if len(r.repeats()) < 2:
             continue
         cells = []
         for m in repeats:
-            parts = [f"{a} {_fmt(r.balanced_at(a, m).value)} ({_fmt(r.floor(a))})" for a in r.cfg.data.private
+            parts = [f"{a} {_fmt(r.balanced_at(a, m).value)} ({_fmt(r.floor(a, m))})" for a in r.cfg.data.private
                      if m in r.repeats()]
             cells.append("; ".join(parts) or "-")
         t.rows.append([r.method_label, r.setting or "-", r.attribute_set, *cells, r.shown])
