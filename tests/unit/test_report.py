@@ -118,7 +118,7 @@ def test_report_from_fake_attack_results(tmp_path: Path) -> None:
     assert str(runs) not in md
 
 
-def test_report_reads_schema_2_floors_and_ranks_by_leakage_above_the_oracle_floor(tmp_path: Path) -> None:
+def test_report_reads_schema_2_floors_and_ranks_by_leakage_above_the_larger_floor(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     enc = _fake_run(runs, "enc", "encoder", 0.90, 0.95, 0.60)
     a = _fake_run(runs, "a", "deepobfuscator", 0.89, 0.80, 0.2, lambda1=1.0)
@@ -132,7 +132,8 @@ def test_report_reads_schema_2_floors_and_ranks_by_leakage_above_the_oracle_floo
                                           "label_floor": {"balanced_accuracy": 0.57}})
         (run / "attack.json").write_text(json.dumps(attack))
     results = [load_result(d) for d in (enc, a, b)]
-    assert results[2].leakage_above_floor("Male") == pytest.approx((0.72 - 0.68, "oracle"))
+    assert results[2].leakage_above_floor("Male") == pytest.approx((0.72 - 0.68, "floor"))
+    assert results[1].leakage_above_floor("Male") == pytest.approx((0.70 - 0.57, "floor"))  # the label floor, larger
     (_, best, leak, _, _), = best_tradeoff(results)
     assert best.name == "b" and leak == pytest.approx(0.04)
     row = next(row for row in tradeoff_table(results).rows if row[-1] == str(b))

@@ -49,6 +49,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from ..attacks.base import AttackSettings
+from ..attacks.floors import larger_floor
 from ..attacks.suite import run_attack
 from ..config import ConfigError, RunConfig, apply_overrides, preset
 from ..methods import configure, get_method, train_run
@@ -321,10 +322,8 @@ def run_results(run: RunDir, attack_json: Path | None = None) -> dict[str, Any]:
         out["intended_accuracy"] = {k: v.get("accuracy") for k, v in attack.get("utility", {}).items()}
         out["leakage_above_floor"] = {}
         for attr, entry in attack.get("privacy", {}).items():
-            floors = [v for v in ((entry.get("label_floor") or {}).get("balanced_accuracy"),
-                                  (entry.get("oracle_floor") or {}).get("balanced_accuracy")) if v is not None]
-            ba = entry.get("balanced_accuracy")
-            out["leakage_above_floor"][attr] = None if ba is None or not floors else round(ba - max(floors), 6)
+            ba, floor = entry.get("balanced_accuracy"), larger_floor(entry)
+            out["leakage_above_floor"][attr] = None if ba is None or floor is None else round(ba - floor, 6)
         out["ms_ssim_above_floor"] = (attack.get("reconstruction") or {}).get("ms_ssim_above_floor")
     elif run.summary.is_file():
         out["intended_accuracy"] = run.read_summary().get("test", {}).get("C_acc", {})

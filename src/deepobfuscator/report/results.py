@@ -167,12 +167,12 @@ class RunResult:
 
     def leakage_above_floor(self, attr: str) -> tuple[float, str] | None:
         """The best attacker's leakage on ``attr`` above the strongest floor available, and which floor:
-        balanced accuracy minus the oracle floor (schema 2), else minus chance (0.5, schema 1), else
-        accuracy minus the majority rate (results without balanced accuracy)."""
+        balanced accuracy minus the larger of the label and oracle floors (schema 2; the judge's verdict), else
+        minus chance (0.5, schema 1), else accuracy minus the majority rate (results without balanced accuracy)."""
         ba = self.balanced(attr).value
-        oracle = self.oracle_floor(attr)
-        if ba is not None and oracle is not None:
-            return ba - oracle, "oracle"
+        floor = self.floor(attr)
+        if ba is not None and floor is not None:
+            return ba - floor, "floor"
         if ba is not None:
             return ba - 0.5, "chance"
         acc, maj = self.privacy(attr).value, self.majority(attr)

@@ -87,8 +87,8 @@ def tradeoff_table(results: list[RunResult]) -> Table:
                    "- majority) / (1 - majority), averaged over attributes; higher is a better tradeoff. Pareto: no "
                    "run with the same attributes has both higher intended and lower private accuracy. The best attacker "
                    "is the attack suite's choice (highest balanced accuracy); its accuracy is shown. Leakage above "
-                   "floor: the best attacker's balanced accuracy minus the oracle floor (an attacker on the deployed "
-                   "C's logits), or minus chance (0.5) for attack results without floors.")
+                   "floor: the best attacker's balanced accuracy minus the larger of the label floor and the oracle floor "
+                   "(an attacker on the deployed C's logits), or minus chance (0.5) for attack results without floors.")
     for r in sorted(_attacked(results), key=_order):
         majority = "; ".join(f"{a} {_fmt(r.majority(a))}" for a in r.cfg.data.private) or "-"
         t.rows.append([r.method_label, r.setting or "-", r.attribute_set, _task_cells(r), _private_cells(r), majority,
