@@ -38,10 +38,22 @@ def _view(attack: dict[str, Any], m: str) -> dict[str, Any]:
     return attack if m == "1" else attack["repeated"][m]
 
 
+def header(columns: list[str], seeds: list[int]) -> list[str]:
+    """A table's head: the given columns, one per seed, and the mean over seeds."""
+    return ["| " + " | ".join([*columns, *(f"seed {s}" for s in seeds), "mean"]) + " |",
+            "|" + "---|" * (len(columns) + len(seeds) + 1)]
+
+
+def row(cells: list[str], values: list[float | None]) -> str:
+    """One attacker's row: its cells, its value per seed and the mean of those it has."""
+    known = [v for v in values if v is not None]
+    return ("| " + " | ".join([*cells, *("-" if v is None else f"{v:.3f}" for v in values),
+                               f"{sum(known) / len(known):.3f}" if known else "-"]) + " |")
+
+
 def attribute_rows(attack: dict[str, Any], jobs: dict[tuple[str, str, int], dict[str, Any]], seeds: list[int]
                    ) -> list[str]:
-    lines = ["| m | attribute | attacker | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
-             "|---|---|---|" + "---|" * (len(seeds) + 1)]
+    lines = header(["m", "attribute", "attacker"], seeds)
     verdict = []
     for m in attack["repeats"]:
         for attr, entry in _view(attack, m)["privacy"].items():
@@ -51,11 +63,8 @@ def attribute_rows(attack: dict[str, Any], jobs: dict[tuple[str, str, int], dict
             for name in names:
                 values = [jobs.get((name, m, s), {}).get("results", {}).get(attr, {}).get("balanced_accuracy")
                           for s in seeds]
-                known = [v for v in values if v is not None]
                 tag = " (floor)" if jobs[(name, m, seeds[0])].get("floor") else ""
-                lines.append(f"| {m} | {attr} | {name}{tag} | " + " | ".join("-" if v is None else f"{v:.3f}"
-                                                                          for v in values)
-                             + f" | {sum(known) / len(known):.3f} |")
+                lines.append(row([m, attr, name + tag], values))
                 if not tag and values[0] is not None:
                     seed0.append((values[0], name))
             best, single = entry["balanced_accuracy"], max(seed0) if seed0 else (None, None)
@@ -68,8 +77,7 @@ def attribute_rows(attack: dict[str, Any], jobs: dict[tuple[str, str, int], dict
 
 def decoder_rows(attack: dict[str, Any], jobs: dict[tuple[str, str, int], dict[str, Any]], seeds: list[int]
                  ) -> list[str]:
-    lines = ["| m | decoder | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
-             "|---|---|" + "---|" * (len(seeds) + 1)]
+    lines = header(["m", "decoder"], seeds)
     verdict = []
     for m in attack["repeats"]:
         rec = _view(attack, m)["reconstruction"]
@@ -77,10 +85,8 @@ def decoder_rows(attack: dict[str, Any], jobs: dict[tuple[str, str, int], dict[s
                         and r.get("n") == rec["per_attacker"].get(n, {}).get("n")})  # the inversion's subset apart
         for name in names:
             values = [jobs.get((name, m, s), {}).get("ms_ssim") for s in seeds]
-            known = [v for v in values if v is not None]
             tag = " (floor)" if jobs[(name, m, seeds[0])].get("floor") else ""
-            lines.append(f"| {m} | {name}{tag} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values)
-                         + f" | {sum(known) / len(known):.3f} |")
+            lines.append(row([m, name + tag], values))
         floor = max(r["ms_ssim"] for n, r in rec["per_attacker"].items() if r.get("floor"))
         verdict.append(f"- m = {m}: best decoder of {len(seeds)} seeds {rec['ms_ssim']:.3f} ({rec['best_attacker']}), "
                        f"{rec['ms_ssim'] - floor:+.3f} above the best constant image {floor:.3f}.")
