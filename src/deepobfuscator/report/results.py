@@ -187,17 +187,19 @@ class RunResult:
     def balanced_at(self, attr: str, m: str) -> Metric:
         """Best attacker's balanced accuracy on ``attr`` when each image's features are averaged over ``m`` queries
         (``inf``: the averaging limit)."""
+        return metric(self.privacy_entry_at(attr, m), "balanced_accuracy")
+
+    def privacy_entry_at(self, attr: str, m: str) -> dict[str, Any]:
+        """The privacy record of ``attr`` at repeat count ``m`` (``1``: :meth:`privacy_entry`; else the judge's
+        ``repeated`` entry), or {} where it was not attacked."""
         if m == "1":
-            return self.balanced(attr)
-        entry = ((self.attack or {}).get("repeated") or {}).get(m, {}).get("privacy", {}).get(attr)
-        return metric(entry, "balanced_accuracy")
+            return self.privacy_entry(attr)
+        return ((self.attack or {}).get("repeated") or {}).get(m, {}).get("privacy", {}).get(attr) or {}
 
     def floor(self, attr: str, m: str = "1") -> float | None:
         """The larger of the label and oracle floors of ``attr`` at repeat count ``m`` (None when neither was
         measured; :func:`~deepobfuscator.attacks.floors.larger_floor`)."""
-        entry = self.privacy_entry(attr) if m == "1" else \
-            ((self.attack or {}).get("repeated") or {}).get(m, {}).get("privacy", {}).get(attr) or {}
-        return larger_floor(entry)
+        return larger_floor(self.privacy_entry_at(attr, m))
 
     def reconstruction(self) -> dict[str, Any]:
         """The raw reconstruction record (best_attacker, ms_ssim, psnr, per_attacker)."""
