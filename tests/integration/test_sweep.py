@@ -116,6 +116,31 @@ def test_sweep_skips_finished_runs_and_survives_a_failing_one(tmp_path: Path, ce
     assert status.runs["noisy-Smiling-vs-No_Such_Attribute"]["status"] == "failed"  # retried, fails again
 
 
+def test_a_grown_sweep_file_runs_its_new_point_without_retraining_the_old(tmp_path: Path, celeba_root: Path) -> None:
+    """Adding a run to a sweep file is the common edit; an Optuna GridSampler's space cannot change within a study
+    (the old code then failed trial after trial without end). The grown grid gets its own study."""
+    from deepobfuscator.experiments.sweep import SweepRunner
+
+    out, calls = tmp_path / "out", []
+    path = _write(tmp_path, celeba_root, [{"method": "encoder"}])
+    first = run_sweep(load_sweep(path), out, attack_fn=fake_attack(calls), progress=False)
+    encoder = RunDir(out / "encoder-Smiling-vs-Male")
+    assert first.study == "sweep-sweep" and encoder.is_complete()
+    trained_at = encoder.final.stat().st_mtime_ns
+
+    path = _write(tmp_path, celeba_root, [{"method": "encoder"}, {"method": "noisy"}])
+    calls.clear()
+    grown = run_sweep(load_sweep(path), out, attack_fn=fake_attack(calls), progress=False)
+    assert grown.study.startswith("sweep-sweep-") and grown.study != first.study
+    assert {name: run["status"] for name, run in grown.runs.items()} == {
+        "encoder-Smiling-vs-Male": "done", "noisy-Smiling-vs-Male": "done"}
+    assert calls == ["noisy-Smiling-vs-Male"] and encoder.final.stat().st_mtime_ns == trained_at  # read, not redone
+    again = run_sweep(load_sweep(path), out, attack_fn=fake_attack(calls), progress=False)
+    assert again.study == grown.study and calls == ["noisy-Smiling-vs-Male"]  # the grown grid keeps its study
+    with pytest.raises(ConfigError, match=r"another grid.*added \['noisy-Smiling-vs-Male'\]"):
+        SweepRunner(load_sweep(path), out, f"sqlite:///{out / 'study.db'}", name="sweep-sweep")
+
+
 def test_sweep_cli_lists_runs_and_exits_nonzero_on_failure(tmp_path: Path, celeba_root: Path, capsys) -> None:
     from deepobfuscator.cli import main
 

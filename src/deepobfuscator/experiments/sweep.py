@@ -20,8 +20,9 @@ Entry keys: ``method``, ``attributes`` (``"T1,T2/P1,P2"`` or ``{task: [...], pri
 ``params`` (method parameters; ``baseline`` is read the same way), ``set`` (per-run config overrides) and
 ``name``. Runs are written to ``OUT/<name>/`` (names derive from the settings); identical entries are run once.
 
-Each grid point is a trial of the study ``sweep-<file stem>`` (a GridSampler over the run names) in the storage
-(default ``OUT/study.db``, SQLite); a trial records its run directory and results in its user attributes. A call
+Each grid point is a trial of the study ``sweep-<file stem>`` (a GridSampler over the run names; once a run is added
+to or removed from the file, ``sweep-<file stem>-<grid digest>``) in the storage (default ``OUT/study.db``, SQLite);
+a trial records its run directory and results in its user attributes. A call
 trains and attacks every point no trial has finished, resuming interrupted runs from their last checkpoint; a point
 whose trial failed (the error text is recorded) or whose worker died (no heartbeat) is retried by the next call.
 Several worker processes, and machines sharing one PostgreSQL storage, split the grid: no point is trained twice
@@ -32,6 +33,7 @@ sweep (``sweep_status.json``) is migrated into the study on the first call.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import re
@@ -351,6 +353,44 @@ def study_name(sweep: Sweep) -> str:
     return f"sweep-{sweep.source.stem}"
 
 
+def grid_digest(names: list[str]) -> str:
+    """Eight hex digits naming a grid (its run names, in order)."""
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:8]
+
+
+def recorded_grid(storage: optuna.storages.BaseStorage, name: str) -> list[str] | None:
+    """The grid (run names) the study ``name`` was run with; None when it does not exist or took no point yet."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    for trial in storage.get_all_trials(study_id, deepcopy=False):
+        dist = trial.distributions.get("run")
+        if isinstance(dist, CategoricalDistribution):
+            return [str(c) for c in dist.choices]
+    return None
+
+
+def grid_study_name(storage: optuna.storages.BaseStorage, sweep: Sweep, names: list[str]) -> str:
+    """The study that holds this grid: ``sweep-<file stem>``, or, once that study holds another grid (a run was
+    added to or removed from the file since), ``sweep-<file stem>-<grid digest>``. An Optuna GridSampler's space
+    cannot change within a study; finished runs are read back from their directories by the new study, not
+    retrained."""
+    base = study_name(sweep)
+    recorded = recorded_grid(storage, base)
+    return base if recorded is None or recorded == names else f"{base}-{grid_digest(names)}"
+
+
+def check_grid(storage: optuna.storages.BaseStorage, name: str, names: list[str], source: Path) -> None:
+    """Refuse a study (named with --study) that was run with another grid than ``names``."""
+    recorded = recorded_grid(storage, name)
+    if recorded is not None and recorded != names:
+        added, removed = sorted(set(names) - set(recorded)), sorted(set(recorded) - set(names))
+        raise ConfigError(f"study '{name}' holds another grid than {source} ({len(recorded)} runs; "
+                          f"{len(names)} here; added {added or 'none'}, removed {removed or 'none'}): "
+                          "name a new study, or leave out --study and the sweep picks its own")
+
+
 def migrate_status_file(sweep: Sweep, root: Path, study: optuna.Study, emit: Event) -> None:
     """A sweep folder written before sweeps ran on Optuna: its finished runs become completed trials (their run
     directories are checked), failed ones failed trials (retried like any failed trial); the old file is kept as
@@ -438,15 +478,23 @@ class SweepRunner:
         if only and len(self.names) != len(set(only)):
             raise ConfigError(f"{sweep.source}: no run(s) named {sorted(set(only) - set(self.names))}")
         self.only = bool(only)
+        self.broken: str | None = None  # why a trial failed before it could take a grid point
+        backend = open_storage(storage)
+        name = name or grid_study_name(backend, sweep, self.all_names)
+        check_grid(backend, name, self.all_names, sweep.source)
         self.study = optuna.create_study(
-            study_name=name or study_name(sweep), storage=open_storage(storage), load_if_exists=True,
+            study_name=name, storage=backend, load_if_exists=True,
             directions=directions(sweep.attack is not None),
             sampler=optuna.samplers.GridSampler({"run": self.all_names}))
 
     def objective(self, trial: optuna.Trial) -> list[float]:
         """Train and attack one grid point (or read a finished run); a duplicate of a point another worker holds is
         pruned."""
-        name = trial.suggest_categorical("run", self.all_names)
+        try:
+            name = trial.suggest_categorical("run", self.all_names)
+        except Exception as exc:  # the study's recorded grid changed under it (another machine's file)
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
         spec = self.specs[name]
         run = RunDir(self.root / name)
         trial.set_user_attr("run_dir", str(run.path.resolve()))
@@ -501,6 +549,9 @@ class SweepRunner:
         while self.work_left():  # the GridSampler stops a study once every point was visited, retries may remain
             before = self.finished_trials()
             self.study.optimize(self.objective, catch=(Exception,), gc_after_trial=True, callbacks=[self.stop_when_done])
+            if self.broken is not None:
+                raise RunError(f"study '{self.study.study_name}': a trial failed before it took a grid point "
+                               f"({self.broken}); the sweep stopped instead of failing every further trial")
             if self.finished_trials() == before:
                 return
 
@@ -515,8 +566,12 @@ class SweepRunner:
         return bool(state.open_points(self.names) or state.waiting & set(self.names))
 
     def stop_when_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna callback: stop once nothing is left for this worker (points failing now wait for the next call)."""
-        if not self.work_left():
+        """Optuna callback: stop once nothing is left for this worker (points failing now wait for the next call), or
+        once a trial failed without taking a point (every later trial would fail the same way)."""
+        if trial.state == TrialState.FAIL and "run" not in trial.params:
+            self.broken = str(trial.user_attrs.get("error", "no error recorded"))
+            study.stop()
+        elif not self.work_left():
             study.stop()
 
 
