@@ -142,6 +142,23 @@ def test_a_grown_sweep_file_runs_its_new_point_without_retraining_the_old(tmp_pa
         SweepRunner(load_sweep(path), out, f"sqlite:///{out / 'study.db'}", name="sweep-sweep")
 
 
+def test_a_trial_failing_before_it_takes_a_point_stops_the_sweep(tmp_path: Path, celeba_root: Path, monkeypatch) -> None:
+    """Every later trial would fail the same way: the sweep stops with the reason instead of failing trials forever."""
+    import optuna
+
+    from deepobfuscator.runs import RunError
+
+    def broken(self, name, choices):
+        raise ValueError("CategoricalDistribution does not support dynamic value space.")
+
+    monkeypatch.setattr(optuna.trial.Trial, "suggest_categorical", broken)
+    path = _write(tmp_path, celeba_root, [{"method": "encoder"}], attack=False)
+    with pytest.raises(RunError, match="before it took a grid point.*dynamic value space"):
+        run_sweep(load_sweep(path), tmp_path / "out", progress=False)
+    trials = optuna.load_study(study_name="sweep-sweep", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}").trials
+    assert len(trials) == 1 and "dynamic value space" in trials[0].user_attrs["error"]
+
+
 def test_sweep_cli_lists_runs_and_exits_nonzero_on_failure(tmp_path: Path, celeba_root: Path, capsys) -> None:
     from deepobfuscator.cli import main
 
