@@ -166,6 +166,22 @@ def test_tune_returns_a_front_of_trained_and_judged_runs(tmp_path: Path, celeba_
     assert (tmp_path / "rep" / "report.html").is_file()
 
 
+def test_two_searches_in_one_folder_never_share_a_run(tmp_path: Path, celeba_root: Path) -> None:
+    """Each study's trials train in their own folder: a second search (other attributes) into the same OUT once read
+    the first search's trial-0000 back as its own (trained for the other attributes)."""
+    attack = {"attackers": ["linear", "constant"], "attr_epochs": 1, "recon_epochs": 1, "reid_images": 4,
+              "grid_images": 2, "bootstrap": 10, "repeat": [1], "workers": 1}
+    tasks = {}
+    for task in ("Smiling", "High_Cheekbones"):
+        base = preset("tiny")
+        base.method, base.data.root, base.data.task, base.params = "hardened", str(celeba_root), [task], {"audit": False}
+        outcome = run_tune(base, tmp_path / "tune", trials=1, attack=attack, final_judge=False, progress=False)
+        (point,) = outcome.front
+        assert point.run.parent == tmp_path / "tune" / outcome.study
+        tasks[task] = RunDir(point.run).read_config().data.task
+    assert tasks == {"Smiling": ["Smiling"], "High_Cheekbones": ["High_Cheekbones"]}
+
+
 def test_a_storage_another_process_is_creating_opens_after_its_schema_exists(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import sqlalchemy

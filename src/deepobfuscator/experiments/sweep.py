@@ -308,6 +308,13 @@ def _comparable(cfg: RunConfig, recorded: RunConfig | None = None) -> dict[str, 
     return raw
 
 
+def holds_other_config(run: RunDir, cfg: RunConfig) -> bool:
+    """Whether ``run`` exists with another configuration than ``cfg`` (so it must not be resumed or read as
+    ``cfg``'s)."""
+    recorded = run.read_config() if run.exists() else None
+    return recorded is not None and _comparable(recorded) != _comparable(cfg, recorded)
+
+
 def run_is_done(run: RunDir, attack: bool) -> bool:
     """Trained to the end and (when the sweep attacks) attacked."""
     return run.is_complete() and (not attack or (run.path / "attack.json").is_file())
@@ -507,8 +514,7 @@ class SweepRunner:
         self.emit(name, "start", str(run.path))
         try:
             cfg = self.sweep.config(spec)
-            recorded = run.read_config() if run.exists() else None
-            if recorded is not None and _comparable(recorded) != _comparable(cfg, recorded):
+            if holds_other_config(run, cfg):
                 raise RunError(f"{run.path} holds a run with a different configuration than {self.sweep.source} "
                                f"asks for '{spec.name}'; move it away or rename the run")
             if not run.is_complete():

@@ -1,7 +1,8 @@
 """`deepobf tune`: the utility-privacy front for a user's own attributes, searched with a multi-objective sampler.
 
 Each trial draws the method's declared search space (typed parameters with a ``search`` range, plus the config
-fields the method lists in ``tunable_config``), trains a run into ``OUT/trial-NNNN/`` and judges it with fresh
+fields the method lists in ``tunable_config``), trains a run into ``OUT/<study>/trial-NNNN/`` (one folder per study:
+two searches in one OUT never share a run) and judges it with fresh
 attackers at the quick budget (``RUN/quick/attack.json``). The two objectives are the mean intended accuracy
 (maximised) and the best fresh attacker's mean leakage above the floor (minimised). When the trials are done, every
 point on the Pareto front is judged again with the full budget (``RUN/attack.json``), which is what `deepobf report`
@@ -22,9 +23,9 @@ from ..attacks.base import AttackSettings
 from ..attacks.suite import run_attack
 from ..config import ConfigError, RunConfig, apply_overrides
 from ..methods import configure, get_method, train_run
-from ..runs import RunDir
+from ..runs import RunDir, RunError
 from .study import default_storage, open_storage, redact
-from .sweep import directions, objective_values, run_results
+from .sweep import directions, holds_other_config, objective_values, run_results
 
 SAMPLERS = ("tpe", "nsga2", "random")
 Event = Callable[[str, str], None]
@@ -111,10 +112,13 @@ class Tuner:
     def objective(self, trial: optuna.Trial) -> list[float]:
         """Train the trial's run and judge it at the quick budget."""
         values = {key: suggest(trial, key, spec) for key, spec in self.space.items()}
-        run = RunDir(self.out / f"trial-{trial.number:04d}")
+        run = RunDir(self.out / self.study.study_name / f"trial-{trial.number:04d}")
         trial.set_user_attr("run_dir", str(run.path.resolve()))
         self.emit(f"trial {trial.number}", f"start {values} -> {run.path}")
         cfg = self.config(values, run.path.name)
+        if holds_other_config(run, cfg):
+            raise RunError(f"{run.path} holds a run with another configuration than trial {trial.number} of study "
+                           f"'{self.study.study_name}'; move it away")
         if not run.is_complete():
             train_run(cfg, run.path, resume=run.exists(), progress=self.progress)
         quick = run.path / "quick" / "attack.json"
