@@ -12,7 +12,7 @@ from .config import ConfigError
 from .data import LOADERS, DataError, load_index
 from .data.synth import render_synthetic_celeba
 from .methods import METHODS, get_method, train_run
-from .options import add_run_options, build_config, default_out
+from .options import add_run_options, apply_run_options, build_config, default_out, refuse_changed_resume
 from .registry import Registry
 from .runs import RunError
 from .training import format_summary
@@ -26,8 +26,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.method_help:
         print(get_method(args.method_help).help())
         return 0
-    cfg = build_config(args, method="deepobfuscator" if args.paper else None)
+    method = "deepobfuscator" if args.paper else None
+    cfg = build_config(args, method)
     out = default_out(args, cfg.method)
+    refuse_changed_resume(args, out, lambda recorded: apply_run_options(recorded, args, method))
     summary = train_run(cfg, out, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary, out))
     return 0

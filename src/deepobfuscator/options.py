@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, Callable
 
-from .config import PRESETS, RunConfig, apply_overrides, preset
+from .config import PRESETS, ConfigError, RunConfig, apply_overrides, load_config, preset
 from .data import LOADERS
 
 
@@ -38,7 +39,13 @@ def add_output_options(p: argparse.ArgumentParser, default_out: str, set_example
 def build_config(args: argparse.Namespace, method: str | None = None) -> RunConfig:
     """Preset + CLI options + --set overrides -> RunConfig. The method is the preset's unless the command names one
     (``deepobf baseline NAME``); ``--set method=NAME`` overrides both."""
-    cfg = preset(args.preset)
+    cfg = apply_run_options(preset(args.preset), args, method)
+    cfg.name = Path(args.out).name if args.out else f"{args.preset}-{cfg.method}"
+    return cfg
+
+
+def apply_run_options(cfg: RunConfig, args: argparse.Namespace, method: str | None = None) -> RunConfig:
+    """``cfg`` with the options given on the command line (everything but ``--preset``) applied."""
     if method is not None and method != cfg.method:  # the preset's method parameters belong to the preset's method
         cfg.method, cfg.params = method, {}
     if getattr(args, "data", None):
@@ -56,8 +63,37 @@ def build_config(args: argparse.Namespace, method: str | None = None) -> RunConf
     if getattr(args, "device", None):
         cfg.train.device = args.device
     cfg = apply_overrides(cfg, args.overrides)
-    cfg.name = Path(args.out).name if args.out else f"{args.preset}-{cfg.method}"
+    for key in ("epsilon", "sigma", "weight"):  # `deepobf baseline` shortcuts for method parameters (win over --set)
+        if getattr(args, key, None) is not None:
+            cfg.params[key] = getattr(args, key)
     return cfg
+
+
+def refuse_changed_resume(args: argparse.Namespace, out: Path, apply: Callable[[Any], Any] | None = None,
+                          load: Callable[[Path], Any] = load_config) -> None:
+    """``--resume`` continues a run as its config.yaml records it: options given with it that would change that
+    config are refused, named with both values (they were once dropped without a word). ``apply`` puts the command
+    line's options on a config (default: :func:`apply_run_options`), ``load`` reads one (image or text runs)."""
+    path = Path(out) / "config.yaml"
+    if not (getattr(args, "resume", False) and path.is_file()):
+        return
+    apply = apply or (lambda cfg: apply_run_options(cfg, args))
+    recorded, given = load(path).to_dict(), apply(load(path)).to_dict()
+    changed = [f"{key} (recorded {old!r}, given {new!r})"
+               for key, old, new in _differences(recorded, given) if key != "name"]
+    if changed:
+        raise ConfigError(f"--resume continues {out} as its config.yaml records it; these options would change it: "
+                          f"{'; '.join(changed)}. Drop them, or train a new run into another --out")
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
 def default_out(args: argparse.Namespace, method: str) -> Path:

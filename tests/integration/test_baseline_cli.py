@@ -30,6 +30,10 @@ def test_dp_baseline_records_its_parameters_and_is_attackable(tmp_path: Path, ce
     result = json.loads((out / "attack.json").read_text())
     assert result["method"] == "dp" and "Male" in result["privacy"] and "Smiling" in result["utility"]
     assert (out / "recon_grid.png").is_file()
+    # a resume that would change epsilon is refused, naming both values
+    assert _baseline("dp", out, celeba_root, "--epsilon", "0.5", "--resume") == 2
+    assert "method.epsilon (recorded 0.2, given 0.5)" in capsys.readouterr().err
+    assert _baseline("dp", out, celeba_root, "--epsilon", "0.2", "--resume") == 0
 
 
 def test_hybrid_baseline_ships_its_pca_to_the_attacks(tmp_path: Path, celeba_root: Path) -> None:

@@ -88,6 +88,20 @@ def test_resume_of_finished_run_succeeds_without_training(cli_run: tuple[Path, d
     assert (out / "metrics.jsonl").read_text() == metrics
 
 
+def test_resume_with_options_that_change_the_run_is_refused_and_loses_nothing(
+        cli_run: tuple[Path, dict], celeba_root: Path, capsys: pytest.CaptureFixture) -> None:
+    """--resume continues the recorded config: an option that would change it was once dropped without a word."""
+    out, _ = cli_run
+    before = tree(out)
+    code, _, err = train(capsys, "--preset", "tiny", "--data", str(celeba_root), "--out", str(out), "--resume",
+                         "--seed", "5", "--set", "train.epochs_pretrain=7")
+    assert code == 2 and "--resume continues" in err
+    assert "train.epochs_pretrain (recorded 1, given 7)" in err and "train.seed (recorded 0, given 5)" in err
+    assert tree(out) == before
+    code, _, _ = train(capsys, "--out", str(out), "--resume", "--set", "train.epochs_pretrain=1")  # as recorded
+    assert code == 0 and tree(out) == before
+
+
 def test_the_end_of_training_reads_as_a_summary_with_the_next_commands(cli_run: tuple[Path, dict], celeba_root: Path,
                                                                        capsys: pytest.CaptureFixture) -> None:
     out, summary = cli_run

@@ -216,6 +216,8 @@ def test_text_cli_train_and_check(tweets: Path, tmp_path: Path, capsys: pytest.C
     assert "fresh_AC_acc" not in json.loads((out / "train_summary.json").read_text())["test"]
     assert main(["text-train", "--preset", "text-tiny", "--data", str(tweets), "--out", str(out)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    assert main(["text-train", "--out", str(out), "--resume", "--set", "train.epochs_attack=2"]) == 2  # not dropped
+    assert "train.epochs_attack (recorded 0, given 2)" in capsys.readouterr().err
     assert main(["text-train", "--preset", "text-tiny", "--data", str(tweets), "--out", str(tmp_path / "x"),
                  "--private", "nope"]) == 2
     assert "no private label column 'nope'" in capsys.readouterr().err

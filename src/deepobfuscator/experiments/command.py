@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ..methods import METHODS, configure, train_run
-from ..options import add_run_options, build_config, default_out
+from ..options import add_run_options, apply_run_options, build_config, default_out, refuse_changed_resume
 from ..training import format_summary
 from .cache import PretrainCache
 from .sweep import load_sweep, run_sweep
@@ -25,12 +25,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             params = ", ".join(f"{k}={v}" for k, v in method.defaults.items())
             print(f"{name:15s} {method.summary}" + (f"  [{params}]" if params else ""))
         return 0
-    cfg = build_config(args, method=args.name)
-    for key in ("epsilon", "sigma", "weight"):
-        if getattr(args, key) is not None:
-            cfg.params[key] = getattr(args, key)
-    cfg = configure(cfg, args.name)
+    cfg = configure(build_config(args, method=args.name), args.name)
     out = default_out(args, args.name)
+    refuse_changed_resume(args, out, lambda recorded: apply_run_options(recorded, args, args.name))
     summary = train_run(cfg, out, resume=args.resume, progress=not args.no_progress,
                         cache=PretrainCache(Path(args.pretrain_cache)) if args.pretrain_cache else None)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary, out))

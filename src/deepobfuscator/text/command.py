@@ -4,17 +4,33 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..options import add_output_options, csv_list
+from ..options import add_output_options, csv_list, refuse_changed_resume
+
+if TYPE_CHECKING:
+    from .config import TextRunConfig
 
 
 def cmd_text_train(args: argparse.Namespace) -> int:
     """Train a text DeepObfuscator run (LSTM modules, no reconstruction terms)."""
-    from .config import apply_text_overrides, text_preset
+    from .config import load_text_config, text_preset
     from .train import train_text
 
-    cfg = text_preset(args.preset)
+    cfg = apply_text_options(text_preset(args.preset), args)
+    out = Path(args.out) if args.out else Path("runs") / f"{args.preset}-{cfg.privacy.defend}"
+    cfg.name = out.name
+    refuse_changed_resume(args, out, lambda recorded: apply_text_options(recorded, args), load_text_config)
+    summary = train_text(cfg, out, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+    print(f"run directory: {out}")
+    return 0
+
+
+def apply_text_options(cfg: TextRunConfig, args: argparse.Namespace) -> TextRunConfig:
+    """``cfg`` with the options given on the command line (everything but ``--preset``) applied."""
+    from .config import apply_text_overrides
+
     if args.data:
         cfg.data.root = str(Path(args.data).expanduser().resolve())
     if args.task:
@@ -25,13 +41,7 @@ def cmd_text_train(args: argparse.Namespace) -> int:
         cfg.train.seed = args.seed
     if args.defend:
         cfg.privacy.defend = args.defend
-    cfg = apply_text_overrides(cfg, args.overrides)
-    out = Path(args.out) if args.out else Path("runs") / f"{args.preset}-{cfg.privacy.defend}"
-    cfg.name = out.name
-    summary = train_text(cfg, out, resume=args.resume, progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
-    print(f"run directory: {out}")
-    return 0
+    return apply_text_overrides(cfg, args.overrides)
 
 
 def cmd_text_check(args: argparse.Namespace) -> int:
