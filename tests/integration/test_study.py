@@ -182,6 +182,42 @@ def test_two_searches_in_one_folder_never_share_a_run(tmp_path: Path, celeba_roo
     assert tasks == {"Smiling": ["Smiling"], "High_Cheekbones": ["High_Cheekbones"]}
 
 
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
+def test_a_sweep_killed_alone_stops_its_workers(tmp_path: Path) -> None:
+    """SIGTERM to the sweep process (not its group) once left its workers training, orphaned."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = "from deepobfuscator.experiments.study import spawn_workers\nimport time\nspawn_workers(time.sleep, (120,), 2)\n"
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    workers: list[int] = []
+    while time.time() < deadline and len(workers) < 2:  # the two workers (the resource tracker is a child too)
+        workers = [c for c in _children(parent.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+        time.sleep(0.2)
+    assert len(workers) == 2
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) != 0
+    time.sleep(0.5)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in
+                Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+
+
 def test_a_storage_another_process_is_creating_opens_after_its_schema_exists(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import sqlalchemy

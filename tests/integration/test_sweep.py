@@ -29,7 +29,7 @@ def fake_attack(calls: list[str], fail: set[str] = frozenset()):
         if run_dir.name in fail:
             raise RuntimeError(f"simulated attack failure on {run_dir.name}")
         fake = {"dataset": "FAKE-TEST-DATA", "split": "test", "utility": {}, "privacy": {}, "reconstruction": {},
-                "reid": {}}
+                "reid": {}, "settings": dict(options)}  # the judge's settings, as the suite records them
         (run_dir / "attack.json").write_text(json.dumps(fake))
         return fake
     return attack
@@ -140,6 +140,41 @@ def test_a_grown_sweep_file_runs_its_new_point_without_retraining_the_old(tmp_pa
     assert again.study == grown.study and calls == ["noisy-Smiling-vs-Male"]  # the grown grid keeps its study
     with pytest.raises(ConfigError, match=r"another grid.*added \['noisy-Smiling-vs-Male'\]"):
         SweepRunner(load_sweep(path), out, f"sqlite:///{out / 'study.db'}", name="sweep-sweep")
+
+
+def test_a_changed_judge_in_the_file_judges_finished_runs_again_and_keeps_the_old(tmp_path: Path,
+                                                                                  celeba_root: Path) -> None:
+    """Finished runs were once skipped whatever judge the file now asked for, so a report mixed old judges in
+    silently. A run's own ``attack`` options go over the file's."""
+    out, calls, events = tmp_path / "out", [], []
+    runs = [{"method": "encoder"}, {"method": "noisy", "attack": {"attr_epochs": 3}}]
+    path = _write(tmp_path, celeba_root, runs, attack={"attr_epochs": 1})
+    sweep = load_sweep(path)
+    assert [sweep.attack_options(s)["attr_epochs"] for s in sweep.runs] == [1, 3]
+    run_sweep(sweep, out, attack_fn=fake_attack(calls), progress=False)
+    encoder, noisy = out / "encoder-Smiling-vs-Male", out / "noisy-Smiling-vs-Male"
+    assert json.loads((noisy / "attack.json").read_text())["settings"]["attr_epochs"] == 3
+    assert sorted(calls) == [encoder.name, noisy.name]
+
+    calls.clear()
+    run_sweep(load_sweep(path), out, attack_fn=fake_attack(calls), progress=False)
+    assert calls == []  # the same judge: nothing to redo
+
+    path = _write(tmp_path, celeba_root, runs, attack={"attr_epochs": 2})
+    trained_at = RunDir(encoder).final.stat().st_mtime_ns
+    outcome = run_sweep(load_sweep(path), out, attack_fn=fake_attack(calls), progress=False,
+                        on_event=lambda n, e, d: events.append((n, e, d)))
+    assert calls == [encoder.name]  # noisy's own attr_epochs = 3 still holds
+    assert any(n == encoder.name and e == "rejudge" and "attr_epochs (judged 1, file asks 2)" in d
+               for n, e, d in events)
+    assert json.loads((encoder / "attack.json").read_text())["settings"]["attr_epochs"] == 2
+    (kept,) = encoder.glob("attack.replaced-*.json")  # the old judge is kept, not overwritten
+    assert json.loads(kept.read_text())["settings"]["attr_epochs"] == 1
+    assert RunDir(encoder).final.stat().st_mtime_ns == trained_at  # judged again, not retrained
+    assert outcome.runs[encoder.name]["status"] == "done"
+    with pytest.raises(ConfigError, match="does not attack"):
+        parse_sweep({"preset": "tiny", "attack": False, "defaults": {"attributes": "Smiling/Male"},
+                     "runs": [{"method": "noisy", "attack": {"attr_epochs": 3}}]}, tmp_path / "s.yaml")
 
 
 def test_a_trial_failing_before_it_takes_a_point_stops_the_sweep(tmp_path: Path, celeba_root: Path, monkeypatch) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -144,23 +146,45 @@ def grid_state(study: optuna.Study) -> GridState:
     return state
 
 
-def earlier_owner(study: optuna.Study, trial: optuna.Trial, name: str) -> FrozenTrial | None:
+def earlier_owner(study: optuna.Study, trial: optuna.Trial, name: str, redo: bool = False) -> FrozenTrial | None:
     """A finished trial of grid point ``name``, or a running one numbered below ``trial``: then ``trial`` is a
-    duplicate (two workers picked the point at once; the lower number keeps it)."""
+    duplicate (two workers picked the point at once; the lower number keeps it). With ``redo`` (a trial queued to
+    redo a finished point) only running trials count."""
     for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
         if other.number == trial.number or other.params.get("run") != name:
             continue
-        if other.state == TrialState.COMPLETE or other.number < trial.number:
+        if (other.state == TrialState.COMPLETE and not redo) or (other.state == TrialState.RUNNING
+                                                                  and other.number < trial.number):
             return other
     return None
 
 
 def spawn_workers(target: Callable[..., Any], args: tuple, workers: int) -> list[int]:
-    """Run ``target(*args)`` in ``workers`` spawned processes at once; their exit codes."""
+    """Run ``target(*args)`` in ``workers`` spawned processes at once; their exit codes. Stopping this process
+    (Ctrl-C, or a SIGTERM to it alone) stops the workers too: they once went on training, orphaned, after their
+    sweep was killed."""
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=target, args=args, name=f"deepobf-worker-{i}") for i in range(workers)]
-    for p in processes:
-        p.start()
-    for p in processes:
-        p.join()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if in_main else None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        if in_main:
+            signal.signal(signal.SIGTERM, stop)
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+        for p in processes:
+            if p.is_alive():
+                p.terminate()
+        for p in processes:
+            if p.pid is not None:
+                p.join(timeout=30)
     return [int(p.exitcode or 0) for p in processes]

@@ -17,8 +17,8 @@ Sweep file (YAML)::
 
 Entry keys: ``method``, ``attributes`` (``"T1,T2/P1,P2"`` or ``{task: [...], private: [...]}``),
 ``lambda1``, ``lambda2``, ``defend``, ``seed``, ``epsilon`` (shortcut for ``params.epsilon``),
-``params`` (method parameters; ``baseline`` is read the same way), ``set`` (per-run config overrides) and
-``name``. Runs are written to ``OUT/<name>/`` (names derive from the settings); identical entries are run once.
+``params`` (method parameters; ``baseline`` is read the same way), ``set`` (per-run config overrides), ``attack``
+(this run's attack options over the file's) and ``name``. Runs are written to ``OUT/<name>/`` (names derive from the settings); identical entries are run once.
 
 Each grid point is a trial of the study ``sweep-<file stem>`` (a GridSampler over the run names; once a run is added
 to or removed from the file, ``sweep-<file stem>-<grid digest>``) in the storage (default ``OUT/study.db``, SQLite);
@@ -36,9 +36,11 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import re
 import os
 import socket
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +67,7 @@ STATUS_FILE = "sweep_status.json"
 CACHE_DIR = ".pretrain-cache"
 TOP_KEYS = {"preset", "data", "dataset", "out", "overrides", "attack", "defaults", "runs"}
 ENTRY_KEYS = {"method", "attributes", "lambda1", "lambda2", "defend", "seed", "epsilon", "params", "baseline", "set",
-              "name"}
+              "name", "attack"}
 NAMED_PARAMS = {"epsilon": "eps", "sigma": "sigma", "weight": "w", "n_components": "k"}  # in run names
 AXES = ("method", "attributes", "lambda1", "lambda2", "defend", "seed", "epsilon")
 
@@ -84,6 +86,7 @@ class RunSpec:
     settings: dict[str, Any]  # lambda1, lambda2, defend, seed when given
     params: dict[str, Any] = field(default_factory=dict)  # the method's parameters
     overrides: list[str] = field(default_factory=list)
+    attack: dict[str, Any] = field(default_factory=dict)  # this run's attack options over the file's ``attack``
 
 
 @dataclass
@@ -98,6 +101,10 @@ class Sweep:
     overrides: list[str]
     attack: dict[str, Any] | None  # None: train only
     runs: list[RunSpec]
+
+    def attack_options(self, spec: RunSpec) -> dict[str, Any] | None:
+        """The attack options of ``spec``'s judge: the file's, with the run's own over them (None: train only)."""
+        return None if self.attack is None else {**self.attack, **spec.attack}
 
     def config(self, spec: RunSpec) -> RunConfig:
         """The resolved RunConfig of ``spec``."""
@@ -205,7 +212,11 @@ def _spec(item: dict[str, Any], where: str) -> RunSpec:
     settings = {k: item[k] for k in ("lambda1", "lambda2", "defend", "seed") if k in item}
     if not get_method(method).uses_lambda:  # encoder, noisy, ...: lambdas and defend do not apply
         settings = {k: v for k, v in settings.items() if k == "seed"}
-    spec = RunSpec("", method, task, private, settings, baseline, _overrides(item.get("set"), f"{where} set"))
+    attack = item.get("attack") or {}
+    if not isinstance(attack, dict):
+        raise ConfigError(f"{where}: 'attack' must be a mapping of attack options over the file's")
+    spec = RunSpec("", method, task, private, settings, baseline, _overrides(item.get("set"), f"{where} set"),
+                   dict(attack))
     spec.name = str(item["name"]) if item.get("name") else run_name(spec)
     return spec
 
@@ -248,8 +259,12 @@ def parse_sweep(raw: dict[str, Any], source: Path) -> Sweep:
                   _overrides(raw.get("overrides"), f"{where} overrides"), None if attack is False else dict(attack or {}),
                   [])
     resolved: dict[str, dict[str, Any]] = {}
-    for at, spec in specs:  # identical runs (same name, same resolved config) are run once
-        cfg = _comparable(sweep.config(spec))
+    for at, spec in specs:  # identical runs (same name, same resolved config and judge) are run once
+        if spec.attack and sweep.attack is None:
+            raise ConfigError(f"{at}: attack options for a run of a sweep that does not attack ('attack: false')")
+        if spec.attack:
+            attack_settings(sweep.attack_options(spec), f"{at}: attack")
+        cfg = {**_comparable(sweep.config(spec)), "attack": sweep.attack_options(spec)}
         if spec.name in resolved:
             if resolved[spec.name] != cfg:
                 raise ConfigError(f"{at}: two different runs are both named '{spec.name}'")
@@ -306,6 +321,45 @@ def _comparable(cfg: RunConfig, recorded: RunConfig | None = None) -> dict[str, 
             if raw[section].get(key) in AUTO_VALUES:
                 raw[section][key] = done[section].get(key)
     return raw
+
+
+RUNTIME_ATTACK_KEYS = ("workers", "device", "eval_batch_size")  # how a judge runs, not what it measures
+
+
+def judged_otherwise(attack_json: Path, options: dict[str, Any] | None) -> list[str]:
+    """The attack options a sweep file asks for that ``attack_json`` was judged without ("key (judged X, file asks
+    Y)"); empty when it matches, when there is none, or when the sweep does not attack. Only the options the file
+    sets are compared (values the judge resolves, ``auto`` or None, are not)."""
+    if options is None or not attack_json.is_file():
+        return []
+    recorded = json.loads(attack_json.read_text()).get("settings") or {}
+    wanted = dataclasses.asdict(attack_settings(options, str(attack_json)))
+    return [f"{key} (judged {recorded.get(key)!r}, file asks {options[key]!r})" for key in sorted(options)
+            if key not in RUNTIME_ATTACK_KEYS and wanted.get(key) not in (None, AUTO)  # None, auto: the judge resolves
+            and _judge_value(recorded.get(key)) != _judge_value(wanted.get(key))]
+
+
+def _judge_value(value: Any) -> Any:
+    """A setting as comparable across attack.json and the file (lists as sorted strings, infinity as "inf")."""
+    if isinstance(value, (list, tuple)):
+        return sorted(str(_judge_value(v)) for v in value)
+    if isinstance(value, str) and value.lower() in ("inf", "infinity"):
+        return "inf"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "inf" if math.isinf(value) else float(value)
+    return value
+
+
+def keep_replaced_judge(attack_json: Path) -> Path:
+    """Move a run's attack.json (and attack.md) aside as ``attack.replaced-<UTC time>.*`` before it is judged again:
+    nothing is lost."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    kept = attack_json.with_name(f"attack.replaced-{stamp}.json")
+    attack_json.rename(kept)
+    report = attack_json.with_suffix(".md")
+    if report.is_file():
+        report.rename(kept.with_suffix(".md"))
+    return kept
 
 
 def holds_other_config(run: RunDir, cfg: RunConfig) -> bool:
@@ -507,7 +561,7 @@ class SweepRunner:
         trial.set_user_attr("run_dir", str(run.path.resolve()))
         trial.set_user_attr("method", spec.method)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        owner = earlier_owner(self.study, trial, name)
+        owner = earlier_owner(self.study, trial, name, redo="rejudge_of" in trial.user_attrs)
         if owner is not None:
             trial.set_user_attr("duplicate_of", owner.number)
             raise optuna.TrialPruned(f"{name} is trial {owner.number}'s")
@@ -520,9 +574,13 @@ class SweepRunner:
             if not run.is_complete():
                 train_run(cfg, run.path, resume=run.exists(), progress=self.progress,
                           cache=PretrainCache(self.root / CACHE_DIR))
+            stale = judged_otherwise(run.path / "attack.json", self.sweep.attack_options(spec))
+            if stale:  # the file asks for another judge than the one that wrote attack.json: judge again
+                kept = keep_replaced_judge(run.path / "attack.json")
+                self.emit(name, "rejudge", f"judged with other settings ({'; '.join(stale)}); the old one is {kept.name}")
             if self.sweep.attack is not None and not (run.path / "attack.json").is_file():
                 self.emit(name, "attack", str(run.path))
-                options = dict(self.sweep.attack)
+                options = dict(self.sweep.attack_options(spec) or {})
                 if self.attack_workers is not None:
                     options.setdefault("workers", self.attack_workers)
                 self.attack_fn(run.path, options, self.progress)
@@ -550,8 +608,14 @@ class SweepRunner:
             for name in state.open_points(self.names):
                 self.study.enqueue_trial({"run": name})
         for name in self.names:
-            if name in state.done:
+            if name not in state.done:
+                continue
+            stale = judged_otherwise(self.root / name / "attack.json", self.sweep.attack_options(self.specs[name]))
+            if not stale:
                 self.emit(name, "skipped", "finished earlier")
+            elif name not in state.waiting and name not in state.running:
+                self.study.enqueue_trial({"run": name}, user_attrs={"rejudge_of": state.done[name].number})
+                self.emit(name, "rejudge", f"queued: judged with other settings than the file asks ({'; '.join(stale)})")
         while self.work_left():  # the GridSampler stops a study once every point was visited, retries may remain
             before = self.finished_trials()
             self.study.optimize(self.objective, catch=(Exception,), gc_after_trial=True, callbacks=[self.stop_when_done])
