@@ -174,7 +174,8 @@ def test_two_searches_in_one_folder_never_share_a_run(tmp_path: Path, celeba_roo
     tasks = {}
     for task in ("Smiling", "High_Cheekbones"):
         base = preset("tiny")
-        base.method, base.data.root, base.data.task, base.params = "hardened", str(celeba_root), [task], {"audit": False}
+        base.method, base.data.root, base.data.task = "hardened", str(celeba_root), [task]
+        base.params = {"audit": False}
         outcome = run_tune(base, tmp_path / "tune", trials=1, attack=attack, final_judge=False, progress=False)
         (point,) = outcome.front
         assert point.run.parent == tmp_path / "tune" / outcome.study
@@ -203,7 +204,8 @@ def test_a_sweep_killed_alone_stops_its_workers(tmp_path: Path) -> None:
     import sys
     import time
 
-    script = "from deepobfuscator.experiments.study import spawn_workers\nimport time\nspawn_workers(time.sleep, (120,), 2)\n"
+    script = ("from deepobfuscator.experiments.study import spawn_workers\nimport time\n"
+              "spawn_workers(time.sleep, (120,), 2)\n")
     parent = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 60
     workers: list[int] = []

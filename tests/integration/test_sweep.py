@@ -177,7 +177,8 @@ def test_a_changed_judge_in_the_file_judges_finished_runs_again_and_keeps_the_ol
                      "runs": [{"method": "noisy", "attack": {"attr_epochs": 3}}]}, tmp_path / "s.yaml")
 
 
-def test_a_trial_failing_before_it_takes_a_point_stops_the_sweep(tmp_path: Path, celeba_root: Path, monkeypatch) -> None:
+def test_a_trial_failing_before_it_takes_a_point_stops_the_sweep(tmp_path: Path, celeba_root: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Every later trial would fail the same way: the sweep stops with the reason instead of failing trials forever."""
     import optuna
 

@@ -117,8 +117,8 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--storage", help="study storage URL (default: sqlite:///OUT/study.db); e.g. "
                                      "postgresql://user:pass@host/db to share the grid between machines, or "
                                      "journal:PATH for a journal file on a shared filesystem")
-    p.add_argument("--study", help="study name (default: sweep-<file stem>, or sweep-<file stem>-<grid digest> once the "
-                                     "file's grid changed)")
+    p.add_argument("--study", help="study name (default: sweep-<file stem>, or sweep-<file stem>-<grid digest> "
+                                     "once the file's grid changed)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes on this machine, CPU threads split between them (default 1)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these runs of the sweep")

@@ -18,7 +18,9 @@ Sweep file (YAML)::
 Entry keys: ``method``, ``attributes`` (``"T1,T2/P1,P2"`` or ``{task: [...], private: [...]}``),
 ``lambda1``, ``lambda2``, ``defend``, ``seed``, ``epsilon`` (shortcut for ``params.epsilon``),
 ``params`` (method parameters; ``baseline`` is read the same way), ``set`` (per-run config overrides), ``attack``
-(this run's attack options over the file's) and ``name``. Runs are written to ``OUT/<name>/`` (names derive from the settings); identical entries are run once.
+(this run's attack options over the file's) and ``name``. Runs are written to ``OUT/<name>/`` (names derive from
+the settings); identical entries are run once. A finished run whose attack.json was judged with other settings than
+the file now asks for is judged again (the old result kept as ``attack.replaced-<UTC time>.json``).
 
 Each grid point is a trial of the study ``sweep-<file stem>`` (a GridSampler over the run names; once a run is added
 to or removed from the file, ``sweep-<file stem>-<grid digest>``) in the storage (default ``OUT/study.db``, SQLite);
@@ -577,7 +579,8 @@ class SweepRunner:
             stale = judged_otherwise(run.path / "attack.json", self.sweep.attack_options(spec))
             if stale:  # the file asks for another judge than the one that wrote attack.json: judge again
                 kept = keep_replaced_judge(run.path / "attack.json")
-                self.emit(name, "rejudge", f"judged with other settings ({'; '.join(stale)}); the old one is {kept.name}")
+                self.emit(name, "rejudge",
+                          f"judged with other settings ({'; '.join(stale)}); the old one is {kept.name}")
             if self.sweep.attack is not None and not (run.path / "attack.json").is_file():
                 self.emit(name, "attack", str(run.path))
                 options = dict(self.sweep.attack_options(spec) or {})
@@ -615,7 +618,8 @@ class SweepRunner:
                 self.emit(name, "skipped", "finished earlier")
             elif name not in state.waiting and name not in state.running:
                 self.study.enqueue_trial({"run": name}, user_attrs={"rejudge_of": state.done[name].number})
-                self.emit(name, "rejudge", f"queued: judged with other settings than the file asks ({'; '.join(stale)})")
+                self.emit(name, "rejudge",
+                          f"queued: judged with other settings than the file asks ({'; '.join(stale)})")
         while self.work_left():  # the GridSampler stops a study once every point was visited, retries may remain
             before = self.finished_trials()
             self.study.optimize(self.objective, catch=(Exception,), gc_after_trial=True, callbacks=[self.stop_when_done])
