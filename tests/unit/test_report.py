@@ -142,6 +142,46 @@ def test_report_reads_schema_2_floors_and_ranks_by_leakage_above_the_larger_floo
     assert "within 0.030 of the Encoder's (0.900)" in files.markdown.read_text()
 
 
+def test_tradeoff_figure_draws_each_attribute_sets_own_label_floor(tmp_path: Path, monkeypatch) -> None:
+    """Runs of several attribute sets in one panel once got one line at the mean of their label floors (0.617 for
+    floors 0.573 and 0.629 and 0.650): a floor of none of them."""
+    from matplotlib.axes import Axes
+
+    from deepobfuscator.report.plots import tradeoff_scatter
+
+    lines: list[tuple[str, str]] = []
+    for kind in ("axhline", "axvline", "plot"):
+        real = getattr(Axes, kind)
+
+        def record(self, *args, _real=real, _kind=kind, **kwargs):
+            lines.append((_kind, str(kwargs.get("label"))))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Axes, kind, record)
+
+    def judged(name: str, label_floor: float, task: list[str]) -> Path:
+        run = _fake_run(tmp_path / "runs", name, "deepobfuscator", 0.85, 0.7, 0.3)
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        cfg["data"]["task"] = task
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        attack = json.loads((run / "attack.json").read_text())
+        attack["utility"] = {t: {"accuracy": 0.85, "accuracy_ci95": _ci(0.85), "majority_rate": 0.52} for t in task}
+        attack["privacy"]["Male"].update({"balanced_accuracy": 0.7, "balanced_accuracy_ci95": _ci(0.7),
+                                          "label_floor": {"balanced_accuracy": label_floor}})
+        (run / "attack.json").write_text(json.dumps(attack))
+        return run
+
+    one_set = [load_result(judged(n, 0.573, ["Smiling"])) for n in ("a", "b")]
+    assert tradeoff_scatter(one_set, tmp_path / "one.png").is_file()
+    assert ("axhline", "label floor (0.573)") in lines
+    lines.clear()
+    two_sets = one_set + [load_result(judged("c", 0.629, ["High_Cheekbones"]))]
+    assert tradeoff_scatter(two_sets, tmp_path / "two.png").is_file()
+    assert not [label for kind, label in lines if kind == "axhline" and label.startswith("label floor")]
+    assert ("plot", "label floor (each run's attribute set, under its marker)") in lines
+    assert sum(kind == "axvline" and label.startswith("intended majority rate of ") for kind, label in lines) == 2
+
+
 def test_cost_table_reads_training_and_judge_seconds(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     timed, untimed = _fake_run(runs, "timed", "encoder", 0.9, 0.9, 0.5), _fake_run(runs, "untimed", "dp", 0.6, 0.6, 0.1)

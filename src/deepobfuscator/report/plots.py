@@ -53,7 +53,8 @@ def _save(fig, path: Path) -> Path:
 
 def tradeoff_scatter(results: list[RunResult], path: Path, margin: float = TRADEOFF_MARGIN) -> Path | None:
     """x: intended-task accuracy, y: best attacker's private balanced accuracy (accuracy for results without it);
-    one panel per private attribute, with the label floor, each run's oracle floor and the tradeoff margin."""
+    one panel per private attribute, with the label floor (one line per panel when its runs share one attribute set,
+    else each run's under its marker), each run's oracle floor and the tradeoff margin."""
     runs = [r for r in results if r.attack]
     attrs: list[str] = []
     for r in runs:
@@ -63,7 +64,8 @@ def tradeoff_scatter(results: list[RunResult], path: Path, margin: float = TRADE
     fig, axes = plt.subplots(1, len(attrs), figsize=(6.2 * len(attrs), 4.8), squeeze=False)
     for ax, attr in zip(axes[0], attrs):
         seen: set[str] = set()
-        majorities, task_majorities, label_floors = [], [], []
+        majorities, label_floors = [], []
+        task_majorities: dict[str, float] = {}
         points: list[tuple[float, float]] = []
         members = [r for r in runs if attr in r.cfg.data.private]
         balanced = all(r.balanced(attr).value is not None for r in members)
@@ -84,19 +86,24 @@ def tradeoff_scatter(results: list[RunResult], path: Path, margin: float = TRADE
                         label=None if oracle_drawn else "oracle floor (each run's, under its marker)")
                 oracle_drawn = True
             if balanced and r.label_floor(attr) is not None:
-                label_floors.append(r.label_floor(attr))
+                label_floors.append((x.value, r.label_floor(attr)))
             if r.majority(attr) is not None:
                 majorities.append(r.majority(attr))
             if r.task_majority() is not None:
-                task_majorities.append(r.task_majority())
+                task_majorities.setdefault(", ".join(r.cfg.data.task), r.task_majority())
         if balanced:
             ax.axhline(0.5, color="black", ls="--", lw=1, label="chance balanced accuracy (0.5)")
         elif majorities:
             level = sum(majorities) / len(majorities)
             ax.axhline(level, color="black", ls="--", lw=1, label=f"{attr} majority rate ({level:.3f})")
-        if label_floors:
-            level = sum(label_floors) / len(label_floors)
+        levels = {round(level, 9) for _, level in label_floors}
+        if len(levels) == 1:  # one attribute set (or sets with one floor): one line
+            level = label_floors[0][1]
             ax.axhline(level, color="tab:olive", ls="-.", lw=1, label=f"label floor ({level:.3f})")
+        else:  # several sets: each has its own floor (an average of them is none of theirs)
+            for i, (px, level) in enumerate(label_floors):
+                ax.plot([px - 0.012, px + 0.012], [level, level], color="tab:olive", ls="-.", lw=1.5,
+                        label=None if i else "label floor (each run's attribute set, under its marker)")
         for aset in sorted({r.attribute_set for r in members}):
             ref = reference_accuracy(members, aset)
             if ref is not None and points:
@@ -104,9 +111,9 @@ def tradeoff_scatter(results: list[RunResult], path: Path, margin: float = TRADE
                 ax.axvspan(left, ref[0] - margin, color="grey", alpha=0.08, lw=0)
                 ax.axvline(ref[0] - margin, color="grey", ls="-", lw=0.8,
                            label=f"margin: {ref[1]} accuracy {ref[0]:.3f} - {margin:.3f}")
-        if task_majorities:
-            level = sum(task_majorities) / len(task_majorities)
-            ax.axvline(level, color="black", ls=":", lw=1, label=f"intended majority rate ({level:.3f})")
+        for tasks_named, level in sorted(task_majorities.items()):  # one line per intended set
+            which = f" of {tasks_named}" if len(task_majorities) > 1 else ""
+            ax.axvline(level, color="black", ls=":", lw=1, label=f"intended majority rate{which} ({level:.3f})")
         tasks = sorted({", ".join(r.cfg.data.task) for r in runs if attr in r.cfg.data.private})
         ax.set_xlabel(f"intended-task accuracy ({' | '.join(tasks)})")
         ax.set_ylabel(f"best attacker's {'balanced ' if balanced else ''}accuracy on {attr}")
