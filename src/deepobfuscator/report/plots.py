@@ -61,7 +61,7 @@ def tradeoff_scatter(results: list[RunResult], path: Path, margin: float = TRADE
         attrs += [a for a in r.cfg.data.private if a not in attrs]
     if not runs or not attrs:
         return None
-    fig, axes = plt.subplots(1, len(attrs), figsize=(6.2 * len(attrs), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(attrs), figsize=(9.6 * len(attrs), 4.8), squeeze=False)
     for ax, attr in zip(axes[0], attrs):
         seen: set[str] = set()
         majorities, label_floors = [], []
@@ -119,7 +119,7 @@ def tradeoff_scatter(results: list[RunResult], path: Path, margin: float = TRADE
         ax.set_ylabel(f"best attacker's {'balanced ' if balanced else ''}accuracy on {attr}")
         ax.set_title(f"Utility vs privacy: {attr} (better: right and down)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the panel: over no run
     return _save(fig, path)
 
 
