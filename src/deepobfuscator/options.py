@@ -69,15 +69,15 @@ def apply_run_options(cfg: RunConfig, args: argparse.Namespace, method: str | No
     return cfg
 
 
-def refuse_changed_resume(args: argparse.Namespace, out: Path, apply: Callable[[Any], Any] | None = None,
+def refuse_changed_resume(args: argparse.Namespace, out: Path, apply: Callable[[Any], Any],
                           load: Callable[[Path], Any] = load_config) -> None:
     """``--resume`` continues a run as its config.yaml records it: options given with it that would change that
     config are refused, named with both values (they were once dropped without a word). ``apply`` puts the command
-    line's options on a config (default: :func:`apply_run_options`), ``load`` reads one (image or text runs)."""
+    line's options on a config (:func:`apply_run_options` with the command's method; text runs their own), ``load``
+    reads one (image or text runs)."""
     path = Path(out) / "config.yaml"
     if not (getattr(args, "resume", False) and path.is_file()):
         return
-    apply = apply or (lambda cfg: apply_run_options(cfg, args))
     recorded, given = load(path).to_dict(), apply(load(path)).to_dict()
     changed = [f"{key} (recorded {old!r}, given {new!r})"
                for key, old, new in _differences(recorded, given) if key != "name"]

@@ -543,8 +543,10 @@ class SweepRunner:
         self.only = bool(only)
         self.broken: str | None = None  # why a trial failed before it could take a grid point
         backend = open_storage(storage)
-        name = name or grid_study_name(backend, sweep, self.all_names)
-        check_grid(backend, name, self.all_names, sweep.source)
+        if name:  # a study named with --study must hold this grid; one the sweep picks does by construction
+            check_grid(backend, name, self.all_names, sweep.source)
+        else:
+            name = grid_study_name(backend, sweep, self.all_names)
         self.study = optuna.create_study(
             study_name=name, storage=backend, load_if_exists=True,
             directions=directions(sweep.attack is not None),
