@@ -11,7 +11,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from .losses import MSSSIMSettings, ms_ssim
 
@@ -27,6 +26,8 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Mean per-class recall over the classes present in ``y_true`` (scikit-learn)."""
+    from sklearn.metrics import balanced_accuracy_score  # here, not at import: every command would pay ~1 s
+
     if len(y_true) == 0:
         return float("nan")
     with warnings.catch_warnings():  # a single class in a (bootstrap) sample is fine: its recall is the answer
@@ -37,6 +38,8 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC: binary from P(positive) ``[N]``; multi-class from ``[N, K]`` probabilities as the macro
     one-vs-rest mean over classes that have both positives and negatives in ``y_true``; NaN if none do."""
+    from sklearn.metrics import roc_auc_score
+
     y_true, scores = np.asarray(y_true), np.asarray(scores, dtype=np.float64)
     if scores.ndim == 1:
         return float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else float("nan")

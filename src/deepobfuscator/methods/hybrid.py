@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from sklearn.decomposition import PCA
 from torch import nn
 
 from ..config import RunConfig
@@ -128,6 +127,8 @@ def hybrid_params(cfg: RunConfig) -> dict[str, Any]:
 def fit_pca_laplace(encode: Callable[[torch.Tensor], torch.Tensor], data: PreparedData, params: dict[str, Any],
                     seed: int, batch_size: int = 256, split: str = "train") -> PCALaplace:
     """Fit PCA and the clipping ranges on (a seeded subsample of) ``split`` only; return the transform."""
+    from sklearn.decomposition import PCA
+
     idx = np.asarray(data.split[split])
     if len(idx) > params["max_fit_images"]:
         idx = np.sort(np.random.default_rng(seed).choice(idx, params["max_fit_images"], replace=False))
