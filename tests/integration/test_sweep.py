@@ -76,7 +76,11 @@ def test_benchmark_sweep_file_parses() -> None:
     grid = {(tuple(s.task), tuple(s.private)) for s in load_sweep(REPO / "benchmarks" / "paper_grid.yaml").runs}
     assert {(tuple(s.task), tuple(s.private)) for s in others.runs} == grid - {(("Smiling",), ("Male",))}
     assert others.preset == sweep.preset and others.attack == sweep.attack  # the same judge as set 1's comparison
-    assert {s.method for s in others.runs if s.task != ["Smiling", "High_Cheekbones"]} == {"deepobfuscator"}
+    for task, private in grid - {(("Smiling",), ("Male",))}:  # both of the paper's weights and Hybrid on every set
+        on_set = [s for s in others.runs if (tuple(s.task), tuple(s.private)) == (task, private)]
+        assert sorted(s.settings.get("lambda1") for s in on_set if s.method == "deepobfuscator") == [1, 10]
+        assert "hybrid" in {s.method for s in on_set}
+    assert {s.method for s in others.runs if s.task != ["Smiling", "High_Cheekbones"]} == {"deepobfuscator", "hybrid"}
     assert {s.method for s in others.runs} == {"deepobfuscator", "noisy", "dp", "hybrid"}  # set 6 has them all
 
 
@@ -131,13 +135,18 @@ def test_a_grown_sweep_file_runs_its_new_point_without_retraining_the_old(tmp_pa
 
     path = _write(tmp_path, celeba_root, [{"method": "encoder"}, {"method": "noisy"}])
     calls.clear()
-    grown = run_sweep(load_sweep(path), out, attack_fn=fake_attack(calls), progress=False)
+    grown = run_sweep(load_sweep(path), out, attack_fn=fake_attack(calls), progress=False,
+                      only=["noisy-Smiling-vs-Male"])  # as one adds a run: train only the new one
     assert grown.study.startswith("sweep-sweep-") and grown.study != first.study
     assert {name: run["status"] for name, run in grown.runs.items()} == {
-        "encoder-Smiling-vs-Male": "done", "noisy-Smiling-vs-Male": "done"}
-    assert calls == ["noisy-Smiling-vs-Male"] and encoder.final.stat().st_mtime_ns == trained_at  # read, not redone
+        "encoder-Smiling-vs-Male": "pending", "noisy-Smiling-vs-Male": "done"}
+    # the new study has not reached the Encoder, but the summary says its folder holds it finished
+    assert grown.runs["encoder-Smiling-vs-Male"]["finished_in_folder"] is True
+    assert calls == ["noisy-Smiling-vs-Male"] and encoder.final.stat().st_mtime_ns == trained_at
     again = run_sweep(load_sweep(path), out, attack_fn=fake_attack(calls), progress=False)
     assert again.study == grown.study and calls == ["noisy-Smiling-vs-Male"]  # the grown grid keeps its study
+    assert {run["status"] for run in again.runs.values()} == {"done"}
+    assert encoder.final.stat().st_mtime_ns == trained_at  # read back, not redone
     with pytest.raises(ConfigError, match=r"another grid.*added \['noisy-Smiling-vs-Male'\]"):
         SweepRunner(load_sweep(path), out, f"sqlite:///{out / 'study.db'}", name="sweep-sweep")
 
@@ -203,7 +212,9 @@ def test_sweep_cli_lists_runs_and_exits_nonzero_on_failure(tmp_path: Path, celeb
     assert main(["sweep", str(path), "--list"]) == 0
     assert capsys.readouterr().out.strip() == "encoder-Smiling-vs-No_Such_Attribute"
     assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
-    assert "No_Such_Attribute" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "No_Such_Attribute" in captured.err and "sweep: 1 failed;" in captured.out
+    assert "finished in the folder" not in captured.out
 
 
 def test_paper_grid_file_covers_every_method_on_the_six_sets() -> None:

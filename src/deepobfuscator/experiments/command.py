@@ -51,7 +51,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for entry in outcome.runs.values():
         counts[entry["status"]] = counts.get(entry["status"], 0) + 1
-    print("sweep: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    in_folder = sum(bool(entry.get("finished_in_folder")) for entry in outcome.runs.values())
+    note = f" ({in_folder} of them finished in the folder: read back, not trained, when run)" if in_folder else ""
+    print("sweep: " + ", ".join(f"{n} {status}" + (note if status == "pending" else "")
+                                for status, n in sorted(counts.items()))
           + f"; study '{outcome.study}' in {outcome.storage}")
     for name, entry in outcome.runs.items():
         if entry["status"] == "failed":

@@ -376,6 +376,18 @@ def run_is_done(run: RunDir, attack: bool) -> bool:
     return run.is_complete() and (not attack or (run.path / "attack.json").is_file())
 
 
+def finished_in_folder(sweep: Sweep, spec: RunSpec, run: RunDir) -> bool:
+    """Whether ``spec``'s folder already holds it finished, as the file asks (same config, judged by the same judge
+    when the sweep attacks): a study that has not reached it yet (another grid's, or a call with ``--only``) reads it
+    back instead of training it."""
+    try:
+        if not run_is_done(run, sweep.attack is not None) or holds_other_config(run, sweep.config(spec)):
+            return False
+    except (ConfigError, RunError, OSError, ValueError):  # an entry that cannot be built, a folder that cannot be read
+        return False
+    return sweep.attack is None or not judged_otherwise(run.path / "attack.json", sweep.attack_options(spec))
+
+
 def run_results(run: RunDir, attack_json: Path | None = None) -> dict[str, Any]:
     """A finished run's headline numbers: intended accuracy and, when attacked (``attack_json``, default
     ``RUN/attack.json``), the best fresh attacker's leakage above the floor per private attribute, and the best
@@ -521,6 +533,7 @@ def sweep_outcome(sweep: Sweep, root: Path, storage: str, study: optuna.Study) -
                                                                                    "heartbeat)"))
         else:
             entry["status"] = "pending"
+            entry["finished_in_folder"] = finished_in_folder(sweep, spec, RunDir(root / spec.name))
         runs[spec.name] = entry
     return SweepOutcome(root, redact(storage), study.study_name, runs)
 
