@@ -110,3 +110,15 @@ def test_the_readme_is_short_and_leads_with_the_quick_start() -> None:
     assert len(text.splitlines()) < 130
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings[:3] == ["## Quick start", "## What it protects, measured", "## Commands"]
+
+
+def test_the_command_line_loads_without_the_heavy_optional_libraries() -> None:
+    """`deepobf --help` should answer at once: scikit-learn (about 1 s), plotting and the study database load only in
+    the commands that use them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, deepobfuscator.cli; heavy = [m for m in ('sklearn', 'matplotlib', 'optuna', 'onnxruntime') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", f"importing the CLI loads {done.stdout.strip()}"
