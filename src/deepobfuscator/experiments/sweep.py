@@ -381,11 +381,10 @@ def finished_in_folder(sweep: Sweep, spec: RunSpec, run: RunDir) -> bool:
     when the sweep attacks): a study that has not reached it yet (another grid's, or a call with ``--only``) reads it
     back instead of training it."""
     try:
-        if not run_is_done(run, sweep.attack is not None) or holds_other_config(run, sweep.config(spec)):
-            return False
-    except (ConfigError, RunError, OSError, ValueError):  # an entry that cannot be built, a folder that cannot be read
+        return (run_is_done(run, sweep.attack is not None) and not holds_other_config(run, sweep.config(spec))
+                and not judged_otherwise(run.path / "attack.json", sweep.attack_options(spec)))
+    except (ConfigError, RunError, OSError, ValueError):  # an entry that cannot be built, a file that cannot be read
         return False
-    return sweep.attack is None or not judged_otherwise(run.path / "attack.json", sweep.attack_options(spec))
 
 
 def run_results(run: RunDir, attack_json: Path | None = None) -> dict[str, Any]:
