@@ -5,6 +5,7 @@ import difflib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -40,6 +41,13 @@ class AttributeSpec:
     def binary(self) -> bool:
         """True for two-class attributes."""
         return self.num_classes == 2
+
+
+def stack_labels(labels: Mapping[str, np.ndarray], names: list[str], count: int) -> np.ndarray:
+    """The label vectors of ``names`` (each ``[count]``) as an int64 matrix ``[count, len(names)]``."""
+    if not names:
+        return np.zeros((count, 0), dtype=np.int64)
+    return np.stack([labels[n] for n in names], axis=1).astype(np.int64)
 
 
 @dataclass
@@ -85,9 +93,7 @@ class DatasetIndex:
 
     def label_matrix(self, names: list[str]) -> np.ndarray:
         """Labels of ``names`` as an int64 matrix ``[N, len(names)]``."""
-        if not names:
-            return np.zeros((len(self), 0), dtype=np.int64)
-        return np.stack([self.labels[n] for n in names], axis=1).astype(np.int64)
+        return stack_labels(self.labels, names, len(self))
 
     def subset(self, count: int | None) -> "DatasetIndex":
         """The first ``count`` images (all if None)."""

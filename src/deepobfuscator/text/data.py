@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..data.index import AttributeSpec, DataError
+from ..data.index import AttributeSpec, DataError, stack_labels
 from ..utils import atomic_write_json
 
 TEXT_COLUMN = "text"
@@ -126,9 +126,7 @@ class TextCorpus:
 
     def label_matrix(self, names: list[str]) -> np.ndarray:
         """Labels of ``names`` as int64 ``[N, len(names)]``."""
-        if not names:
-            return np.zeros((len(self), 0), dtype=np.int64)
-        return np.stack([self.labels[n] for n in names], axis=1).astype(np.int64)
+        return stack_labels(self.labels, names, len(self))
 
 
 def read_table(path: Path) -> tuple[list[str], list[str], list[list[str]]]:
