@@ -717,7 +717,7 @@ def seed_code_decoder(classifier: nn.Module, norm: nn.Module, mean: torch.Tensor
 
 
 HARDENED = register_method(Method(
-    "hardened", "Hardened", "Noisy k-channel bottleneck + within-class dependence penalty + restarted adversary "
-    "ensemble + audit-chosen checkpoint (issue 13)",
+    "hardened", "Hardened", "Noisy bottleneck whose mean is a code of the intended labels + within-class dependence "
+    "penalties + restarted adversary ensemble + audit-chosen checkpoint (docs/hardened.md)",
     params=HardenedParams, configure=configure, trainer_cls=HardenedTrainer, uses_lambda=True,
     tunable_config={"model.bottleneck_sigma": {"type": "float", "low": 0.5, "high": 2.0, "log": True}}))
